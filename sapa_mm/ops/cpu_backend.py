@@ -1,0 +1,121 @@
+"""Fast CPU SAPA primitives: csrc/sapa_cpu.cpp built just in time and called via ctypes.
+
+The kernel source has no torch headers, so the first build takes a few seconds; the
+library is cached per source, compiler flags and CPU under ``$SAPA_CACHE_DIR``
+(default ``~/.cache/sapa_mm``). Nothing is compiled at ``pip install``. If no C++
+compiler works, :func:`available` is False, one warning says why, and the dispatcher
+uses the pure-PyTorch path.
+
+Same contract as :mod:`sapa_mm.ops.torch_backend`: inputs are upcast to float32
+(float64 stays float64), outputs are float32/float64 for ``correlate`` and the
+value's / gradient's dtype for ``aggregate`` / ``scatter``.
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .torch_backend import acc_dtype
+
+_SOURCE = Path(__file__).parent / 'csrc' / 'sapa_cpu.cpp'
+_FLAG_SETS = (['-O3', '-march=native'], ['-O3'])  # -march=native may be refused
+_COMMON = ['-std=c++17', '-shared', '-fPIC', '-pthread']
+
+
+def _cpu_signature() -> str:
+    """Tells CPUs apart, so a cache shared across machines never runs foreign code."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line for line in f if line.startswith(('flags', 'Features'))), '')
+    except OSError:
+        return platform.processor()
+
+
+def _compile(cxx: str, flags: list, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to the target and rename: concurrent processes (torchrun) never see
+    # a half-written library.
+    fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run([cxx, *flags, *_COMMON, str(_SOURCE), '-o', tmp],
+                       check=True, capture_output=True, text=True, timeout=300)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> Optional[ctypes.CDLL]:
+    """The compiled kernels, built on first use; None (with one warning) if impossible."""
+    cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
+    if cxx is None:
+        warnings.warn('sapa_mm: no C++ compiler found (set CXX or install g++); the fast CPU '
+                      "SAPA kernels are unavailable and the 'torch' backend is used instead.")
+        return None
+    cache = Path(os.environ.get('SAPA_CACHE_DIR', Path.home() / '.cache' / 'sapa_mm'))
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha1(b'\0'.join(s.encode() for s in (
+            _SOURCE.read_text(), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
+        target = cache / f'sapa_cpu_{key}.so'
+        try:
+            if not target.exists():
+                _compile(cxx, flags, target)
+            lib = ctypes.CDLL(str(target))
+            break
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(getattr(exc, 'stderr', None) or str(exc))
+    else:
+        warnings.warn('sapa_mm: building the fast CPU SAPA kernels failed; the '
+                      f"'torch' backend is used instead. Compiler said:\n{errors[-1][-2000:]}")
+        return None
+    for name in ('aggregate', 'correlate', 'scatter'):
+        for suffix in ('f32', 'f64'):
+            fn = getattr(lib, f'sapa_{name}_{suffix}')
+            fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int]
+            fn.restype = None
+    return lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def _run(name: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, shape: tuple) -> torch.Tensor:
+    fn = getattr(library(), f'sapa_{name}_{"f64" if out.dtype == torch.float64 else "f32"}')
+    fn(a.data_ptr(), b.data_ptr(), out.data_ptr(), *shape, torch.get_num_threads())
+    return out
+
+
+def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    B, C, H, W = v.shape
+    dt = acc_dtype(g, v)
+    out = torch.empty(B, K * K, s * H, s * W, dtype=dt)
+    return _run('correlate', g.to(dt).contiguous(), v.to(dt).contiguous(), out, (B, C, H, W, K, s))
+
+
+def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    B, C, H, W = v.shape
+    dt = acc_dtype(w, v)
+    out = torch.empty(B, C, s * H, s * W, dtype=dt)
+    _run('aggregate', w.to(dt).contiguous(), v.to(dt).contiguous(), out, (B, C, H, W, K, s))
+    return out.to(v.dtype)
+
+
+def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    B, C, sH, sW = g.shape
+    dt = acc_dtype(w, g)
+    out = torch.empty(B, C, sH // s, sW // s, dtype=dt)
+    _run('scatter', w.to(dt).contiguous(), g.to(dt).contiguous(), out, (B, C, sH // s, sW // s, K, s))
+    return out.to(g.dtype)

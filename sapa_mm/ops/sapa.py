@@ -1,0 +1,256 @@
+"""SAPA functional API: argument checks, backend dispatch and autograd.
+
+``sapa_upsample(q, k, v)`` computes, for every high-resolution pixel p,
+
+    out_p = sum_{n in N(p)} softmax_n(q_p . k_n) v_n
+
+over the K x K window N(p) of low-resolution pixels centred on (y // s, x // s).
+Out-of-image taps take logit 0 (they stay in the softmax) and value 0, exactly as
+zero-padding k and v before unfolding (DESIGN.md §1).
+
+Backends implement three window products (see :mod:`.torch_backend`); the autograd
+functions below compose them, so every backend gets the same exact gradients:
+
+    forward:  attn = softmax(correlate(q, k));  out = aggregate(attn, v)
+    backward: ga = correlate(g, v);  gl = attn * (ga - sum_n attn * ga)
+              gv = scatter(attn, g);  gq = aggregate(gl, k);  gk = scatter(gl, q)
+"""
+import os
+import warnings
+from types import ModuleType
+from typing import Optional
+
+import torch
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from . import cpu_backend, torch_backend, triton_backend
+
+BACKENDS = ('torch', 'cpu', 'triton')
+
+
+def _triton_ready() -> bool:
+    return getattr(triton_backend, 'AVAILABLE', False) and torch.cuda.is_available()
+
+
+def _impl(name: str) -> ModuleType:
+    return {'torch': torch_backend, 'cpu': cpu_backend, 'triton': triton_backend}[name]
+
+
+def resolve_backend(backend: Optional[str], device: torch.device) -> str:
+    """The backend that runs on ``device``: explicit name > $SAPA_BACKEND > best available.
+
+    The best available is 'triton' for CUDA tensors, 'cpu' for CPU tensors, 'torch'
+    elsewhere. A requested backend that cannot run here falls back to 'torch' with a
+    warning (a missing compiler or Triton should never stop a model).
+    """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return 'torch'  # only plain tensor ops can be traced, exported or compiled
+    name = backend or os.environ.get('SAPA_BACKEND') or None
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS} or None, got {name!r}')
+    if name is None:
+        if device.type == 'cuda' and _triton_ready():
+            return 'triton'
+        if device.type == 'cpu' and cpu_backend.available():
+            return 'cpu'
+        return 'torch'
+    if name == 'cpu' and device.type != 'cpu':
+        raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
+    if name == 'triton' and device.type != 'cuda':
+        raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
+    ready = cpu_backend.available() if name == 'cpu' else (name != 'triton' or _triton_ready())
+    if not ready:
+        warnings.warn(f"sapa_mm: backend {name!r} is unavailable here; using 'torch'.")
+        return 'torch'
+    return name
+
+
+# ---------------------------------------------------------------------------------
+# argument checks: every message names the argument and the shapes involved
+
+def _check_tensor(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(t).__name__}')
+    if t.dim() != 4:
+        raise ValueError(f'{name} must be a 4-D (B, C, H, W) tensor, got shape {tuple(t.shape)}')
+    if not t.is_floating_point():
+        raise TypeError(f'{name} must be a floating-point tensor, got {t.dtype}')
+    if t.shape[2] < 1 or t.shape[3] < 1:
+        raise ValueError(f'{name} must have H, W >= 1, got shape {tuple(t.shape)}')
+
+
+def _check_common(kernel_size: int, scale_factor: int, **tensors: torch.Tensor) -> None:
+    for arg, val, low in (('kernel_size', kernel_size, 1), ('scale_factor', scale_factor, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < low:
+            raise ValueError(f'{arg} must be an integer >= {low}, got {val!r}')
+    if kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be odd (the window is centred), got {kernel_size}')
+    for name, t in tensors.items():
+        _check_tensor(name, t)
+    (n0, t0), *rest = tensors.items()
+    for name, t in rest:
+        if t.device != t0.device:
+            raise ValueError(f'{name} is on {t.device} but {n0} is on {t0.device}')
+        if t.shape[0] != t0.shape[0]:
+            raise ValueError(f'batch sizes differ: {n0} {tuple(t0.shape)} vs {name} {tuple(t.shape)}')
+
+
+def _check_hires(name: str, hi: torch.Tensor, lo_name: str, lo: torch.Tensor, s: int) -> None:
+    want = (lo.shape[2] * s, lo.shape[3] * s)
+    if tuple(hi.shape[2:]) != want:
+        raise ValueError(f'{name} must be scale_factor={s} times the size of {lo_name}: '
+                         f'{lo_name} {tuple(lo.shape)} needs {name} of spatial size {want}, '
+                         f'got {tuple(hi.shape)}')
+
+
+def _check_qk(query: torch.Tensor, key: torch.Tensor, s: int) -> None:
+    if query.shape[1] != key.shape[1]:
+        raise ValueError(f'query and key need the same channel count (embedding dim): '
+                         f'query {tuple(query.shape)} vs key {tuple(key.shape)}')
+    _check_hires('query', query, 'key', key, s)
+
+
+def _check_weights_value(weights: torch.Tensor, value: torch.Tensor, K: int, s: int) -> None:
+    if weights.shape[1] != K * K:
+        raise ValueError(f'weights must have kernel_size**2 = {K * K} channels, got {tuple(weights.shape)}')
+    _check_hires('weights', weights, 'value', value, s)
+
+
+# ---------------------------------------------------------------------------------
+# autograd: one Function per public op; backends only supply the window products
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous()
+
+
+class SAPASimilarityFunction(Function):
+
+    @staticmethod
+    def forward(ctx, query, key, K: int, s: int, backend: str):
+        ctx.save_for_backward(query, key)
+        ctx.cfg = K, s, backend
+        out_dtype = torch.promote_types(query.dtype, key.dtype)
+        return _impl(backend).correlate(_c(query), _c(key), K, s).to(out_dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        query, key = ctx.saved_tensors
+        K, s, backend = ctx.cfg
+        impl, grad = _impl(backend), _c(grad)
+        gq = impl.aggregate(grad, _c(key), K, s).to(query.dtype) if ctx.needs_input_grad[0] else None
+        gk = impl.scatter(grad, _c(query), K, s).to(key.dtype) if ctx.needs_input_grad[1] else None
+        return gq, gk, None, None, None
+
+
+class SAPAAggregateFunction(Function):
+
+    @staticmethod
+    def forward(ctx, weights, value, K: int, s: int, backend: str):
+        ctx.save_for_backward(weights, value)
+        ctx.cfg = K, s, backend
+        out_dtype = torch.promote_types(weights.dtype, value.dtype)
+        return _impl(backend).aggregate(_c(weights), _c(value), K, s).to(out_dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        weights, value = ctx.saved_tensors
+        K, s, backend = ctx.cfg
+        impl, grad = _impl(backend), _c(grad)
+        gw = impl.correlate(grad, _c(value), K, s).to(weights.dtype) if ctx.needs_input_grad[0] else None
+        gv = impl.scatter(_c(weights), grad, K, s).to(value.dtype) if ctx.needs_input_grad[1] else None
+        return gw, gv, None, None, None
+
+
+def _attention(impl: ModuleType, query, key, K: int, s: int) -> torch.Tensor:
+    """Softmax over the K² taps, in float32 (float64 for float64 inputs)."""
+    return impl.correlate(query, key, K, s).softmax(1)
+
+
+class SAPAUpsampleFunction(Function):
+    """aggregate(softmax(similarity)): saves only the (B, K², sH, sW) attention."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, K: int, s: int, backend: str):
+        impl = _impl(backend)
+        query, key, value = _c(query), _c(key), _c(value)
+        if hasattr(impl, 'upsample_forward'):  # one fused kernel, logits never stored
+            out, attn = impl.upsample_forward(query, key, value, K, s)
+        else:
+            attn = _attention(impl, query, key, K, s)
+            out = impl.aggregate(attn, value, K, s)
+        ctx.save_for_backward(query, key, value, attn)
+        ctx.cfg = K, s, backend
+        return out.to(torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        query, key, value, attn = ctx.saved_tensors
+        K, s, backend = ctx.cfg
+        impl, grad = _impl(backend), _c(grad)
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        gq = gk = gv = None
+        if need_q or need_k:
+            # softmax backward, in place on the attention-sized buffer
+            gl = impl.correlate(grad, value, K, s)
+            gl.sub_((gl * attn).sum(1, keepdim=True)).mul_(attn)
+            if need_q:
+                gq = impl.aggregate(gl, key, K, s).to(query.dtype)
+            if need_k:
+                gk = impl.scatter(gl, query, K, s).to(key.dtype)
+        if need_v:
+            gv = impl.scatter(attn, grad, K, s).to(value.dtype)
+        return gq, gk, gv, None, None, None
+
+
+# ---------------------------------------------------------------------------------
+# public API
+
+def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5,
+                    scale_factor: int = 2, backend: Optional[str] = None) -> torch.Tensor:
+    """Window logits ``q_p . k_n``: (B, d, sH, sW), (B, d, H, W) -> (B, K², sH, sW).
+
+    Taps outside the image have logit 0. Accumulates in float32 for half inputs.
+    """
+    _check_common(kernel_size, scale_factor, query=query, key=key)
+    _check_qk(query, key, scale_factor)
+    backend = resolve_backend(backend, query.device)
+    return SAPASimilarityFunction.apply(query, key, kernel_size, scale_factor, backend)
+
+
+def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int = 5,
+                   scale_factor: int = 2, backend: Optional[str] = None) -> torch.Tensor:
+    """Window sums ``sum_n w_pn v_n``: (B, K², sH, sW), (B, C, H, W) -> (B, C, sH, sW)."""
+    _check_common(kernel_size, scale_factor, weights=weights, value=value)
+    _check_weights_value(weights, value, kernel_size, scale_factor)
+    backend = resolve_backend(backend, value.device)
+    return SAPAAggregateFunction.apply(weights, value, kernel_size, scale_factor, backend)
+
+
+def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  kernel_size: int = 5, scale_factor: int = 2,
+                  backend: Optional[str] = None) -> torch.Tensor:
+    """SAPA upsampling ``aggregate(softmax(similarity(query, key)), value)``.
+
+    Args:
+        query: (B, d, sH, sW) embedding of the high-resolution guide.
+        key: (B, d, H, W) embedding of the low-resolution feature.
+        value: (B, C, H, W) the low-resolution feature itself.
+        kernel_size: odd window size K.
+        scale_factor: integer upsampling ratio s.
+        backend: 'torch', 'cpu', 'triton' or None (best available; $SAPA_BACKEND
+            overrides the default).
+
+    Returns:
+        (B, C, sH, sW) in the promoted dtype of the inputs; the softmax runs in float32.
+    """
+    _check_common(kernel_size, scale_factor, query=query, key=key, value=value)
+    _check_qk(query, key, scale_factor)
+    if value.shape[2:] != key.shape[2:]:
+        raise ValueError(f'value and key must have the same spatial size: '
+                         f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
+    backend = resolve_backend(backend, value.device)
+    return SAPAUpsampleFunction.apply(query, key, value, kernel_size, scale_factor, backend)
