@@ -1,0 +1,158 @@
+"""SAPA: Similarity-Aware Point Affiliation, the upsampling module.
+
+Each high-resolution point p of the guide is affiliated to the K x K low-resolution
+points around (y // s, x // s) by the softmax of their similarity, and takes the
+weighted sum of their (raw) features:
+
+    q = W_q Norm(guide) + b_q,   k = W_k Norm(x) + b_k         (variant 'B')
+    out_p = sum_n softmax_n(q_p . k_n) x_n
+
+Variants (paper, Table 1): 'I' inner product of the raw features (q = guide, k = x,
+no parameters), 'B' the low-rank bilinear form above, 'G' a gated query that mixes
+the guide with the upsampled feature itself:
+
+    g = NN_up(sigmoid(w_g Norm(x))),  q = g W_q Norm(guide) + (1 - g) NN_up(W_qx Norm(x))
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import sapa_upsample
+
+VARIANTS = ('I', 'B', 'G')
+NORMS = ('LN', 'GN')
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (the conference code's norm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    if norm == 'LN':
+        return LayerNorm2d(channels)
+    # the journal code's GroupNorm(32, C); fewer groups when 32 does not divide C
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def fit_size(t: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Crop or extend (repeating the last row / column) the bottom-right of t to size."""
+    h, w = t.shape[-2:]
+    t = t[..., :size[0], :size[1]]
+    if size[0] > h or size[1] > w:
+        t = F.pad(t, (0, max(0, size[1] - w), 0, max(0, size[0] - h)), mode='replicate')
+    return t
+
+
+class SAPA(nn.Module):
+    """Guided upsampler: ``forward(x, guide)`` upsamples x to the guide's size.
+
+    Args:
+        in_channels: channels C of x (the low-resolution feature to upsample).
+        guide_channels: channels of the guide (high-resolution encoder feature);
+            defaults to ``in_channels``. Variant 'I' needs them equal.
+        scale_factor: integer ratio s between the guide and x.
+        kernel_size: odd window size K on x's grid.
+        embed_dim: query/key embedding dimension d (variants 'B', 'G').
+        variant: 'I', 'B' or 'G' (see the module docstring).
+        norm: 'LN' (LayerNorm over channels) or 'GN' (GroupNorm, 32 groups).
+        backend: operator backend, None for the best available (see ``sapa_upsample``).
+
+    Sizes: the output always takes the guide's spatial size (Hg, Wg), which may differ
+    from (sH, sW) by up to s - 1 pixels (odd sizes from test-time resizing, FPN levels
+    of 25 vs 13). Output pixel p keeps the window centre (y // s, x // s); the guide is
+    cropped / x is extended at the bottom-right border by repeating its last row or
+    column, so a centre past x's edge uses x's edge. Larger mismatches are an error.
+    """
+
+    takes_guide = True  # the guided-upsampler interface: forward(x, guide)
+
+    def __init__(self, in_channels: int, guide_channels: Optional[int] = None, scale_factor: int = 2,
+                 kernel_size: int = 5, embed_dim: int = 32, variant: str = 'B', norm: str = 'LN',
+                 backend: Optional[str] = None) -> None:
+        super().__init__()
+        guide_channels = in_channels if guide_channels is None else guide_channels
+        for name, val in (('in_channels', in_channels), ('guide_channels', guide_channels),
+                          ('scale_factor', scale_factor), ('kernel_size', kernel_size),
+                          ('embed_dim', embed_dim)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f'SAPA: {name} must be a positive integer, got {val!r}')
+        if kernel_size % 2 == 0:
+            raise ValueError(f'SAPA: kernel_size must be odd, got {kernel_size}')
+        if variant not in VARIANTS:
+            raise ValueError(f'SAPA: variant must be one of {VARIANTS}, got {variant!r}')
+        if norm not in NORMS:
+            raise ValueError(f'SAPA: norm must be one of {NORMS}, got {norm!r}')
+        if variant == 'I' and guide_channels != in_channels:
+            raise ValueError(f"SAPA variant 'I' compares raw features, so guide_channels must equal "
+                             f'in_channels, got {guide_channels} vs {in_channels}')
+        self.in_channels, self.guide_channels = in_channels, guide_channels
+        self.scale_factor, self.kernel_size = scale_factor, kernel_size
+        self.embed_dim, self.variant, self.backend = embed_dim, variant, backend
+        if variant != 'I':
+            self.norm_x = make_norm(norm, in_channels)
+            self.norm_guide = make_norm(norm, guide_channels)
+            self.key_proj = nn.Conv2d(in_channels, embed_dim, 1)
+            self.query_proj = nn.Conv2d(guide_channels, embed_dim, 1)
+        if variant == 'G':
+            self.gate = nn.Conv2d(in_channels, 1, 1)
+            self.query_proj_x = nn.Conv2d(in_channels, embed_dim, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _check(self, x: torch.Tensor, guide: torch.Tensor) -> None:
+        for name, t, c in (('x', x, self.in_channels), ('guide', guide, self.guide_channels)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                raise ValueError(f'SAPA: {name} must be a 4-D (B, C, H, W) tensor, '
+                                 f'got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)}')
+            if t.shape[1] != c:
+                raise ValueError(f'SAPA: {name} must have {c} channels, got shape {tuple(t.shape)}')
+        if x.shape[0] != guide.shape[0]:
+            raise ValueError(f'SAPA: batch sizes differ: x {tuple(x.shape)} vs guide {tuple(guide.shape)}')
+        s = self.scale_factor
+        for lo, hi in zip(x.shape[2:], guide.shape[2:]):
+            if abs(hi - s * lo) >= s:
+                raise ValueError(f'SAPA: the guide must be about scale_factor={s} times the size of x '
+                                 f'(within {s - 1} pixels): x {tuple(x.shape)}, guide {tuple(guide.shape)}')
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        self._check(x, guide)
+        s, K = self.scale_factor, self.kernel_size
+        out_size = tuple(guide.shape[2:])
+        # the low-res grid that covers every output pixel's window centre
+        lo_size = tuple(max(lo, -(-hi // s)) for lo, hi in zip(x.shape[2:], out_size))
+        hi_size = (s * lo_size[0], s * lo_size[1])
+        if self.variant == 'I':
+            query, key = guide, x
+        else:
+            x_normed = self.norm_x(x)
+            key = self.key_proj(x_normed)
+            query = self.query_proj(self.norm_guide(guide))
+            if self.variant == 'G':
+                gate = self._nearest_up(torch.sigmoid(self.gate(x_normed)), out_size)
+                query_x = self._nearest_up(self.query_proj_x(x_normed), out_size)
+                query = gate * query + (1 - gate) * query_x
+        value = fit_size(x, lo_size)
+        out = sapa_upsample(fit_size(query, hi_size), fit_size(key, lo_size), value,
+                            K, s, backend=self.backend)
+        return out[..., :out_size[0], :out_size[1]]
+
+    def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
+        """Pixel p takes t at (y // s, x // s), as the window centres do."""
+        s = self.scale_factor
+        return fit_size(t.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3), size)
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '
+                f'scale_factor={self.scale_factor}, kernel_size={self.kernel_size}, '
+                f'embed_dim={self.embed_dim}, variant={self.variant!r}')
