@@ -1,0 +1,364 @@
+"""Triton kernels for the SAPA primitives (CUDA tensors).
+
+Same contract as :mod:`sapa_mm.ops.torch_backend`. With ``r = K // 2`` and tap
+``n = dy * K + dx``, a high-res pixel ``(y, x)`` sees the low-res pixel
+``(y // s + dy - r, x // s + dx - r)``, zero outside the image:
+
+* :func:`correlate` ``(g, v) -> (B, K², sH, sW)``: per-tap channel dot products;
+* :func:`aggregate` ``(w, v) -> (B, C, sH, sW)``: tap-weighted sums of ``v``;
+* :func:`scatter` ``(w, g) -> (B, C, H, W)``: the adjoint of ``aggregate`` in ``v``,
+  computed as a gather, so it is deterministic and needs no atomics;
+* :func:`upsample_forward` ``(q, k, v) -> (out, attn)``: logits, softmax over the K²
+  taps and aggregation fused in one kernel; the logits never reach memory.
+
+Every kernel accumulates in float32 (float64 when an input is float64) whatever the
+storage dtype, so half inputs and float32 weights mix freely.
+
+The module imports without triton (``AVAILABLE`` is then False) and without a GPU;
+the test-suite runs the kernels on CPU tensors through ``TRITON_INTERPRET=1``.
+"""
+import contextlib
+from typing import Tuple
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+    AVAILABLE = True
+except Exception:  # pragma: no cover - not installed, or a broken install
+    triton = None
+    tl = None
+    AVAILABLE = False
+
+__all__ = ['AVAILABLE', 'correlate', 'aggregate', 'scatter', 'upsample_forward']
+
+if AVAILABLE:
+
+    @triton.jit
+    def _window(p, pmask, H, W, K: tl.constexpr, S: tl.constexpr,
+                BLOCK_KK: tl.constexpr):
+        """Low-res offsets and validity of the K² taps of high-res pixels ``p``.
+
+        Returns ``(nbr, valid, nmask)``: ``nbr`` and ``valid`` are (BLOCK_KK, BLOCK_P)
+        tiles, taps on axis 0; ``nmask`` flags the taps < K² (the tile is padded to a
+        power of two).
+        """
+        sW = W * S
+        ly = (p // sW) // S
+        lx = (p % sW) // S
+        n = tl.arange(0, BLOCK_KK)
+        nmask = n < K * K
+        iy = ly[None, :] + (n // K)[:, None] - K // 2
+        ix = lx[None, :] + (n % K)[:, None] - K // 2
+        valid = (nmask[:, None] & pmask[None, :] & (iy >= 0) & (iy < H) & (ix >= 0)
+                 & (ix < W))
+        return iy * W + ix, valid, nmask
+
+    @triton.jit
+    def _correlate_kernel(g_ptr, v_ptr, out_ptr, C, H, W, K: tl.constexpr,
+                          S: tl.constexpr, ACC: tl.constexpr,
+                          BLOCK_KK: tl.constexpr, BLOCK_P: tl.constexpr):
+        """One program: BLOCK_P high-res pixels x all K² taps, reduced over C."""
+        b = tl.program_id(1).to(tl.int64)
+        HW = H * W
+        HWs = HW * S * S
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = p < HWs
+        nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
+        g_ptr += b * C * HWs
+        v_ptr += b * C * HW
+        acc = tl.zeros((BLOCK_KK, BLOCK_P), dtype=ACC)
+        for c in range(C):
+            gc = tl.load(g_ptr + c * HWs + p, mask=pmask, other=0.).to(ACC)
+            vc = tl.load(v_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
+            acc += gc[None, :] * vc
+        n = tl.arange(0, BLOCK_KK)
+        out_ptr += b * (K * K) * HWs
+        tl.store(out_ptr + n[:, None] * HWs + p[None, :],
+                 acc.to(out_ptr.dtype.element_ty),
+                 mask=nmask[:, None] & pmask[None, :])
+
+    @triton.jit
+    def _aggregate_kernel(w_ptr, v_ptr, out_ptr, C, H, W, K: tl.constexpr,
+                          S: tl.constexpr, ACC: tl.constexpr,
+                          BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """One program: BLOCK_C channels x BLOCK_P high-res pixels, summed over taps."""
+        b = tl.program_id(2).to(tl.int64)
+        HW = H * W
+        sW = W * S
+        HWs = HW * S * S
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = p < HWs
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        ly = (p // sW) // S
+        lx = (p % sW) // S
+        w_ptr += b * (K * K) * HWs
+        v_ptr += b * C * HW
+        v_rows = v_ptr + c[:, None] * HW
+        acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+        # A runtime loop over the taps: the weight row is a contiguous load and the
+        # value tile a gather that the s² children of a low-res pixel share in cache.
+        for n in range(K * K):
+            iy = ly + n // K - K // 2
+            ix = lx + n % K - K // 2
+            ok = pmask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            wn = tl.load(w_ptr + n * HWs + p, mask=pmask, other=0.).to(ACC)
+            vn = tl.load(v_rows + (iy * W + ix)[None, :],
+                         mask=cmask[:, None] & ok[None, :], other=0.).to(ACC)
+            acc += vn * wn[None, :]
+        out_ptr += b * C * HWs
+        tl.store(out_ptr + c[:, None] * HWs + p[None, :],
+                 acc.to(out_ptr.dtype.element_ty),
+                 mask=cmask[:, None] & pmask[None, :])
+
+    @triton.jit
+    def _scatter_kernel(w_ptr, g_ptr, out_ptr, C, H, W, K: tl.constexpr,
+                        S: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """One program: BLOCK_C channels x BLOCK_P low-res pixels (the outputs).
+
+        Gathers, for each output pixel (i, j), the K² * s² high-res pixels whose
+        windows contain it: tap n of the children of the low-res centre
+        (i - dy + r, j - dx + r). Each output is written once, by one program, after
+        a fixed-order sum: deterministic, no atomics.
+        """
+        b = tl.program_id(2).to(tl.int64)
+        HW = H * W
+        sW = W * S
+        HWs = HW * S * S
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = p < HW
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        i = p // W
+        j = p % W
+        w_ptr += b * (K * K) * HWs
+        g_ptr += b * C * HWs
+        g_rows = g_ptr + c[:, None] * HWs
+        acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+        for n in range(K * K):
+            ci = i - n // K + K // 2
+            cj = j - n % K + K // 2
+            ok = pmask & (ci >= 0) & (ci < H) & (cj >= 0) & (cj < W)
+            gmask = cmask[:, None] & ok[None, :]
+            for a in range(S):
+                row = (ci * S + a) * sW + cj * S
+                for e in range(S):
+                    wn = tl.load(w_ptr + n * HWs + row + e, mask=ok, other=0.).to(ACC)
+                    gn = tl.load(g_rows + (row + e)[None, :], mask=gmask,
+                                 other=0.).to(ACC)
+                    acc += gn * wn[None, :]
+        out_ptr += b * C * HW
+        tl.store(out_ptr + c[:, None] * HW + p[None, :],
+                 acc.to(out_ptr.dtype.element_ty),
+                 mask=cmask[:, None] & pmask[None, :])
+
+    @triton.jit
+    def _upsample_fwd_kernel(q_ptr, k_ptr, v_ptr, out_ptr, attn_ptr, D, C, H, W,
+                             K: tl.constexpr, S: tl.constexpr, ACC: tl.constexpr,
+                             BLOCK_KK: tl.constexpr, BLOCK_P: tl.constexpr):
+        """One program: BLOCK_P high-res pixels, all taps, all channels.
+
+        The (taps x pixels) logit tile stays in registers through the softmax; the
+        normalised weights are stored once (the backward needs them) and reused
+        from registers for the aggregation of every value channel.
+        """
+        b = tl.program_id(1).to(tl.int64)
+        HW = H * W
+        HWs = HW * S * S
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = p < HWs
+        nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
+
+        q_ptr += b * D * HWs
+        k_ptr += b * D * HW
+        logit = tl.zeros((BLOCK_KK, BLOCK_P), dtype=ACC)
+        for c in range(D):
+            qc = tl.load(q_ptr + c * HWs + p, mask=pmask, other=0.).to(ACC)
+            kc = tl.load(k_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
+            logit += qc[None, :] * kc
+        # Out-of-image taps keep logit 0 and take part in the softmax (zero padding
+        # of the key); only the power-of-two padding of the tap axis is excluded.
+        logit = tl.where(nmask[:, None], logit, float('-inf'))
+        e = tl.exp(logit - tl.max(logit, axis=0)[None, :])
+        attn = e / tl.sum(e, axis=0)[None, :]
+        n = tl.arange(0, BLOCK_KK)
+        attn_ptr += b * (K * K) * HWs
+        tl.store(attn_ptr + n[:, None] * HWs + p[None, :],
+                 attn.to(attn_ptr.dtype.element_ty),
+                 mask=nmask[:, None] & pmask[None, :])
+
+        v_ptr += b * C * HW
+        out_ptr += b * C * HWs
+        for c in range(C):
+            vc = tl.load(v_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
+            oc = tl.sum(attn * vc, axis=0)
+            tl.store(out_ptr + c * HWs + p, oc.to(out_ptr.dtype.element_ty),
+                     mask=pmask)
+
+
+# Tile shapes for an H100 (sm_90): 2048 float32 accumulators per program, 8 or 16
+# per thread, which keeps every kernel at <= 66 registers a thread (checked on the
+# sm_90 cubins) and so leaves warps to hide the latency of the window gathers; and
+# 16 to 128 consecutive pixels along the fastest axis so that accesses coalesce.
+_TAP_TILE = 2048
+_TAP_WARPS = 8
+_CHANNEL_BLOCK = 16
+_AGG_PIXELS = 128
+_SCATTER_PIXELS = 64
+
+
+def _acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (the accumulation type)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _tl_acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _tap_blocks(K: int) -> Tuple[int, int, int]:
+    """(BLOCK_KK, BLOCK_P, num_warps) for the kernels whose tile is taps x pixels."""
+    block_kk = triton.next_power_of_2(K * K)
+    block_p = max(16, min(128, _TAP_TILE // block_kk))
+    return block_kk, block_p, _TAP_WARPS
+
+
+def _channel_block(C: int) -> int:
+    return max(1, min(_CHANNEL_BLOCK, triton.next_power_of_2(C)))
+
+
+def _check(K: int, s: int, low_shape, high: torch.Tensor) -> None:
+    """Validate K, s and that ``high`` is the s-times upsampled grid of ``low_shape``."""
+    if not AVAILABLE:
+        raise RuntimeError('sapa_mm.ops.triton_backend needs triton; install it '
+                           '(pip install triton) or use the PyTorch backend')
+    if K < 1 or K % 2 != 1:
+        raise ValueError(f'kernel size must be odd and positive, got {K}')
+    if s < 1:
+        raise ValueError(f'scale factor must be a positive integer, got {s}')
+    if len(low_shape) != 4 or high.dim() != 4:
+        raise ValueError('SAPA primitives take 4-d (B, C, H, W) tensors')
+    B, _, H, W = low_shape
+    if high.shape[0] != B or tuple(high.shape[2:]) != (s * H, s * W):
+        raise ValueError(f'high-res tensor of shape {tuple(high.shape)} does not match '
+                         f'the low-res {tuple(low_shape)} at scale {s}')
+
+
+def _on_device(t: torch.Tensor):
+    """Make the tensor's CUDA device current for a launch (triton uses the current one)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    """``out[b, n, y, x] = sum_c g[b, c, y, x] * v[b, c, y//s+dy-r, x//s+dx-r]``.
+
+    Args:
+        g: high-res tensor (B, C, sH, sW).
+        v: low-res tensor (B, C, H, W).
+    Returns:
+        (B, K², sH, sW), float32 (float64 if an input is float64).
+    """
+    _check(K, s, v.shape, g)
+    g, v = g.contiguous(), v.contiguous()
+    B, C, H, W = v.shape
+    if g.shape[1] != C:
+        raise ValueError(f'channel counts differ: {g.shape[1]} vs {C}')
+    acc = _acc_dtype(g, v)
+    out = torch.empty(B, K * K, s * H, s * W, device=v.device, dtype=acc)
+    if out.numel() == 0:
+        return out
+    block_kk, block_p, warps = _tap_blocks(K)
+    grid = (triton.cdiv(s * s * H * W, block_p), B)
+    with _on_device(v):
+        _correlate_kernel[grid](g, v, out, C, H, W, K=K, S=s, ACC=_tl_acc(acc),
+                                BLOCK_KK=block_kk, BLOCK_P=block_p, num_warps=warps)
+    return out
+
+
+def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    """``out[b, c, y, x] = sum_n w[b, n, y, x] * v[b, c, y//s+dy-r, x//s+dx-r]``.
+
+    Args:
+        w: tap weights (B, K², sH, sW).
+        v: low-res tensor (B, C, H, W).
+    Returns:
+        (B, C, sH, sW) of ``v.dtype``.
+    """
+    _check(K, s, v.shape, w)
+    w, v = w.contiguous(), v.contiguous()
+    B, C, H, W = v.shape
+    if w.shape[1] != K * K:
+        raise ValueError(f'weights have {w.shape[1]} taps, expected {K * K}')
+    out = torch.empty(B, C, s * H, s * W, device=v.device, dtype=v.dtype)
+    if out.numel() == 0:
+        return out
+    block_c = _channel_block(C)
+    grid = (triton.cdiv(s * s * H * W, _AGG_PIXELS), triton.cdiv(C, block_c), B)
+    with _on_device(v):
+        _aggregate_kernel[grid](w, v, out, C, H, W, K=K, S=s,
+                                ACC=_tl_acc(_acc_dtype(w, v)), BLOCK_C=block_c,
+                                BLOCK_P=_AGG_PIXELS, num_warps=4)
+    return out
+
+
+def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
+    """Adjoint of :func:`aggregate` in ``v``: (B, K², sH, sW), (B, C, sH, sW) -> (B, C, H, W).
+
+    ``out[b, c, i, j]`` sums ``w[b, n, y, x] * g[b, c, y, x]`` over every high-res
+    pixel (y, x) and tap n that reads the low-res pixel (i, j). Returns ``g.dtype``.
+    """
+    B, C, sH, sW = g.shape
+    H, W = sH // s, sW // s
+    _check(K, s, (B, C, H, W), g)
+    w, g = w.contiguous(), g.contiguous()
+    if tuple(w.shape) != (B, K * K, sH, sW):
+        raise ValueError(f'weights of shape {tuple(w.shape)} do not match '
+                         f'{(B, K * K, sH, sW)}')
+    out = torch.empty(B, C, H, W, device=g.device, dtype=g.dtype)
+    if out.numel() == 0:
+        return out
+    block_c = _channel_block(C)
+    grid = (triton.cdiv(H * W, _SCATTER_PIXELS), triton.cdiv(C, block_c), B)
+    with _on_device(g):
+        _scatter_kernel[grid](w, g, out, C, H, W, K=K, S=s,
+                              ACC=_tl_acc(_acc_dtype(w, g)), BLOCK_C=block_c,
+                              BLOCK_P=_SCATTER_PIXELS, num_warps=4)
+    return out
+
+
+def upsample_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, K: int,
+                     s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fused SAPA forward: ``attn = softmax_n(correlate(q, k))``, ``out = aggregate(attn, v)``.
+
+    Out-of-image taps take logit 0 and stay in the softmax; their value is 0.
+
+    Args:
+        q: queries (B, d, sH, sW).
+        k: keys (B, d, H, W).
+        v: values (B, C, H, W).
+    Returns:
+        ``out`` (B, C, sH, sW) of ``v.dtype`` and ``attn`` (B, K², sH, sW), float32
+        (float64 if an input is float64), kept for the backward.
+    """
+    _check(K, s, k.shape, q)
+    _check(K, s, v.shape, q)
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(f'query and key dims differ: {q.shape[1]} vs {k.shape[1]}')
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    B, C, H, W = v.shape
+    D = k.shape[1]
+    acc = _acc_dtype(q, k, v)
+    out = torch.empty(B, C, s * H, s * W, device=v.device, dtype=v.dtype)
+    attn = torch.empty(B, K * K, s * H, s * W, device=v.device, dtype=acc)
+    if attn.numel() == 0:
+        return out, attn
+    block_kk, block_p, warps = _tap_blocks(K)
+    grid = (triton.cdiv(s * s * H * W, block_p), B)
+    with _on_device(v):
+        _upsample_fwd_kernel[grid](q, k, v, out, attn, D, C, H, W, K=K, S=s,
+                                   ACC=_tl_acc(acc), BLOCK_KK=block_kk,
+                                   BLOCK_P=block_p, num_warps=warps)
+    return out, attn
