@@ -1,0 +1,4 @@
+# Mask R-CNN R50-FPN, COCO, 1x: nearest top-down upsampling (the stock FPN).
+_base_ = ['./_base_/mask-rcnn_r50_fpn_1x_coco.py']
+
+model = dict(neck=dict(upsample_cfg=dict(mode='nearest')))

@@ -1,0 +1,6 @@
+# SegFormer-B1, ADE20K 512x512, 160k: SAPA-B (low-rank bilinear similarity, d=32)
+# in the six ×2 upsampler slots of the head.
+_base_ = ['./_base_/segformer_mit-b1_ade20k-512x512.py']
+
+model = dict(
+    decode_head=dict(upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32)))

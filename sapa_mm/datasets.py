@@ -1,0 +1,127 @@
+"""Checks that a config's datasets are on disk, with one clear message if not.
+
+``check_data_roots(cfg)`` walks the config's dataloaders (wrapped datasets
+included), and for every dataset whose files are missing raises one
+``FileNotFoundError`` that says which path is missing, where to get the data set
+and how to lay it out. ``tools/train.py`` / ``tools/test.py`` call it before
+building the Runner, so a machine without ADE20K or COCO gets that message instead
+of a traceback from inside a loader.
+"""
+import os.path as osp
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+__all__ = ['check_data_roots', 'missing_data', 'HOW_TO_GET']
+
+HOW_TO_GET = {
+    'ADE20K': """\
+ADE20K (the MIT Scene Parsing benchmark, 150 classes) is not at {root}.
+Get it from http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip
+(about 923 MB) and unzip it under data/ade, so that the layout is
+
+  data/ade/ADEChallengeData2016/
+    images/training/ADE_train_*.jpg         20,210 images
+    images/validation/ADE_val_*.jpg          2,000 images
+    annotations/training/ADE_train_*.png
+    annotations/validation/ADE_val_*.png
+
+(run from the repository root, or link an existing copy:
+ mkdir -p data/ade && ln -s /path/to/ADEChallengeData2016 data/ade/)""",
+    'COCO': """\
+COCO 2017 is not at {root}.
+Get it from https://cocodataset.org/#download: train2017.zip, val2017.zip and
+annotations_trainval2017.zip (http://images.cocodataset.org/zips/train2017.zip,
+.../zips/val2017.zip, .../annotations/annotations_trainval2017.zip), and unzip
+them into data/coco, so that the layout is
+
+  data/coco/
+    annotations/instances_train2017.json
+    annotations/instances_val2017.json
+    train2017/*.jpg                          118,287 images
+    val2017/*.jpg                              5,000 images
+
+(run from the repository root, or link an existing copy:
+ ln -s /path/to/coco data/coco)""",
+}
+
+_GENERIC = """\
+The {kind} data set is not at {root}.
+Put it there, or point the config's data_root at it
+(e.g. --cfg-options train_dataloader.dataset.data_root=/path/to/data)."""
+
+
+def _kind(dataset_type: str) -> str:
+    t = str(dataset_type).lower()
+    if 'ade' in t:
+        return 'ADE20K'
+    if 'coco' in t and 'stuff' not in t:
+        return 'COCO'
+    return str(dataset_type)
+
+
+def _datasets(ds) -> Iterator[dict]:
+    """Leaf dataset configs of a (possibly wrapped) dataset config."""
+    if ds is None:
+        return
+    if isinstance(ds, (list, tuple)):
+        for d in ds:
+            yield from _datasets(d)
+        return
+    if not hasattr(ds, 'get'):
+        return
+    if ds.get('dataset') is not None:  # RepeatDataset, ClassBalancedDataset, ...
+        yield from _datasets(ds.get('dataset'))
+    elif ds.get('datasets') is not None:  # ConcatDataset
+        yield from _datasets(ds.get('datasets'))
+    else:
+        yield ds
+
+
+def _paths(ds) -> List[str]:
+    """The files and folders a dataset config reads, resolved as the loaders do."""
+    root = ds.get('data_root') or ''
+    paths = []
+    ann = ds.get('ann_file')
+    if ann:
+        paths.append(ann if osp.isabs(ann) or ann.startswith(root) else osp.join(root, ann))
+    prefix = ds.get('data_prefix') or {}
+    if hasattr(prefix, 'values'):
+        for p in prefix.values():
+            if isinstance(p, str) and p:
+                paths.append(p if osp.isabs(p) else osp.join(root, p))
+    if not paths and root:
+        paths.append(root)
+    return paths
+
+
+def missing_data(cfg, splits: Iterable[str] = ('train', 'val', 'test')
+                 ) -> List[Tuple[str, str, str, str]]:
+    """``(split, kind, data_root, first missing path)`` for every dataset of the
+    given splits (``<split>_dataloader``) whose files are not on disk."""
+    missing = []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        for ds in _datasets(loader.get('dataset')):
+            for path in _paths(ds):
+                if path and not osp.exists(path):
+                    missing.append((split, _kind(ds.get('type', 'dataset')),
+                                    ds.get('data_root') or osp.dirname(path), path))
+                    break
+    return missing
+
+
+def check_data_roots(cfg, splits: Optional[Iterable[str]] = None) -> None:
+    """Raise ``FileNotFoundError`` with where to get the data and how to lay it out
+    if any dataset of ``cfg`` (all its dataloaders by default) is missing."""
+    missing = missing_data(cfg, splits or ('train', 'val', 'test'))
+    if not missing:
+        return
+    seen, parts = set(), []
+    for split, kind, root, path in missing:
+        if (kind, root) in seen:
+            continue
+        seen.add((kind, root))
+        text = HOW_TO_GET.get(kind, _GENERIC).format(root=root, kind=kind)
+        parts.append(f'{text}\n(missing for the {split} split: {path})')
+    raise FileNotFoundError('\n\n'.join(parts))
