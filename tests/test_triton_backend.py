@@ -37,6 +37,7 @@ pytest.importorskip('triton')
 from sapa_mm.ops import torch_backend  # noqa: E402
 from sapa_mm.ops import triton_backend as tb  # noqa: E402
 
+parent_only = pytest.mark.skipif(_CHILD, reason='the parent process runs this one')
 interpreted = pytest.mark.skipif(
     not IN_PROCESS, reason='triton already imported here: test_interpreter_in_child runs these')
 
@@ -255,6 +256,7 @@ def test_bad_arguments():
         tb.aggregate(torch.zeros(1, 8, 6, 6), v, 3, 2)
 
 
+@parent_only
 def test_imports_without_triton():
     code = ('import sys; sys.modules["triton"] = None\n'
             'import importlib.util as u\n'
@@ -322,6 +324,7 @@ print('compiled')
 '''
 
 
+@parent_only
 def test_kernels_compile_for_sm90(tmp_path):
     """The kernels go through Triton's whole GPU pipeline (down to a cubin by the
     ptxas that ships with triton) with no GPU, which the interpreter does not:
