@@ -65,9 +65,11 @@ class SAPA(nn.Module):
 
     Sizes: the output always takes the guide's spatial size (Hg, Wg), which may differ
     from (sH, sW) by up to s - 1 pixels (odd sizes from test-time resizing, FPN levels
-    of 25 vs 13). Output pixel p keeps the window centre (y // s, x // s); the guide is
-    cropped / x is extended at the bottom-right border by repeating its last row or
-    column, so a centre past x's edge uses x's edge. Larger mismatches are an error.
+    of 25 vs 13). Output pixel p keeps the window centre (y // s, x // s). A smaller
+    guide just crops the output of the exact-size computation. A larger guide has
+    pixels whose centre lies one row/column past x: x is then extended at the bottom /
+    right by repeating its last row / column (as the guide is, to the full s-multiple)
+    and the result cropped. Larger mismatches are an error.
     """
 
     takes_guide = True  # the guided-upsampler interface: forward(x, guide)

@@ -37,6 +37,11 @@ def _impl(name: str) -> ModuleType:
     return {'torch': torch_backend, 'cpu': cpu_backend, 'triton': triton_backend}[name]
 
 
+def _as_plain_ops() -> bool:
+    """ONNX and torch.export record standard ops, so they get the 'torch' path inline."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs on ``device``: explicit name > $SAPA_BACKEND > best available.
 
@@ -44,8 +49,8 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     elsewhere. A requested backend that cannot run here falls back to 'torch' with a
     warning (a missing compiler or Triton should never stop a model).
     """
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-        return 'torch'  # only plain tensor ops can be traced, exported or compiled
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return 'torch'  # compiled kernels called through ctypes cannot be traced
     name = backend or os.environ.get('SAPA_BACKEND') or None
     if name is not None and name not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS} or None, got {name!r}')
@@ -217,6 +222,8 @@ def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5
     """
     _check_common(kernel_size, scale_factor, query=query, key=key)
     _check_qk(query, key, scale_factor)
+    if _as_plain_ops():
+        return torch_backend.correlate(query, key, kernel_size, scale_factor).to(query.dtype)
     backend = resolve_backend(backend, query.device)
     return SAPASimilarityFunction.apply(query, key, kernel_size, scale_factor, backend)
 
@@ -226,6 +233,8 @@ def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int 
     """Window sums ``sum_n w_pn v_n``: (B, K², sH, sW), (B, C, H, W) -> (B, C, sH, sW)."""
     _check_common(kernel_size, scale_factor, weights=weights, value=value)
     _check_weights_value(weights, value, kernel_size, scale_factor)
+    if _as_plain_ops():
+        return torch_backend.aggregate(weights, value, kernel_size, scale_factor)
     backend = resolve_backend(backend, value.device)
     return SAPAAggregateFunction.apply(weights, value, kernel_size, scale_factor, backend)
 
@@ -252,5 +261,8 @@ def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if value.shape[2:] != key.shape[2:]:
         raise ValueError(f'value and key must have the same spatial size: '
                          f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
+    if _as_plain_ops():
+        attn = _attention(torch_backend, query, key, kernel_size, scale_factor)
+        return torch_backend.aggregate(attn, value, kernel_size, scale_factor)
     backend = resolve_backend(backend, value.device)
     return SAPAUpsampleFunction.apply(query, key, value, kernel_size, scale_factor, backend)

@@ -41,11 +41,8 @@ def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     B, C, H, W = v.shape
     dt = acc_dtype(g, v)
     g6 = g.to(dt).view(B, C, H, s, W, s)
-    v = v.to(dt)
-    out = g6.new_empty(B, K * K, H, s, W, s)
-    for n, vn in _taps(v, K):
-        out[:, n] = (g6 * vn).sum(1)
-    return out.view(B, K * K, H * s, W * s)
+    taps = [(g6 * vn).sum(1) for _, vn in _taps(v.to(dt), K)]
+    return torch.stack(taps, 1).view(B, K * K, H * s, W * s)
 
 
 def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
