@@ -96,9 +96,11 @@ def _paths(ds) -> List[str]:
 def missing_data(cfg, splits: Iterable[str] = ('train', 'val', 'test')
                  ) -> List[Tuple[str, str, str, str]]:
     """``(split, kind, data_root, first missing path)`` for every dataset of the
-    given splits (``<split>_dataloader``) whose files are not on disk."""
+    given splits (``'train'`` or ``'train_dataloader'``, ...) whose files are not on
+    disk. Relative paths are taken from the current directory, as the loaders do."""
     missing = []
     for split in splits:
+        split = split[:-len('_dataloader')] if split.endswith('_dataloader') else split
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
