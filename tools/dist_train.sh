@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun (one process per GPU, or per CPU slot on a
+# machine without GPU: the gloo backend is then used automatically).
+#
+#   bash tools/dist_train.sh CONFIG NPROC_PER_NODE [tools/train.py options...]
+#
+# Several machines: run it on each with the same MASTER_ADDR/PORT and NNODES, and
+# NODE_RANK=0..NNODES-1:
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 bash tools/dist_train.sh CFG 8
+# The interpreter is $SAPA_PYTHON, else the project's .venv, else python3.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: bash tools/dist_train.sh CONFIG NPROC_PER_NODE [train.py options...]" >&2
+  exit 2
+fi
+CONFIG=$1
+NPROC=$2
+shift 2
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV_PY="${SAPA_VENV:-$ROOT/.venv}/bin/python"
+PY="${SAPA_PYTHON:-$([ -x "$VENV_PY" ] && echo "$VENV_PY" || echo python3)}"
+
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m torch.distributed.run \
+  --nnodes="${NNODES:-1}" \
+  --node_rank="${NODE_RANK:-0}" \
+  --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+  --master_port="${PORT:-29500}" \
+  --nproc_per_node="$NPROC" \
+  "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"
