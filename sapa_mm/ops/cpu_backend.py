@@ -92,9 +92,15 @@ def available() -> bool:
     return library() is not None
 
 
+# Below this many multiply-adds a second thread costs more to start than it saves.
+_PARALLEL_WORK = 1 << 20
+
+
 def _run(name: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, shape: tuple) -> torch.Tensor:
     fn = getattr(library(), f'sapa_{name}_{"f64" if out.dtype == torch.float64 else "f32"}')
-    fn(a.data_ptr(), b.data_ptr(), out.data_ptr(), *shape, torch.get_num_threads())
+    B, C, H, W, K, s = shape
+    threads = torch.get_num_threads() if B * C * H * W * (K * s) ** 2 >= _PARALLEL_WORK else 1
+    fn(a.data_ptr(), b.data_ptr(), out.data_ptr(), *shape, threads)
     return out
 
 

@@ -39,7 +39,7 @@ def _impl(name: str) -> ModuleType:
 
 def _as_plain_ops() -> bool:
     """ONNX and torch.export record standard ops, so they get the 'torch' path inline."""
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+    return torch.compiler.is_exporting() or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -174,6 +174,17 @@ def _attention(impl: ModuleType, query, key, K: int, s: int) -> torch.Tensor:
     return impl.correlate(query, key, K, s).softmax(1)
 
 
+def _softmax_backward_(grad_attn: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """In place: grad_attn <- attn * (grad_attn - sum_n attn * grad_attn), the logit gradient.
+
+    The sum over the taps runs tap by tap, so no attention-sized temporary is made.
+    """
+    dot = torch.zeros_like(attn[:, 0])
+    for n in range(attn.shape[1]):
+        dot.addcmul_(grad_attn[:, n], attn[:, n])
+    return grad_attn.sub_(dot.unsqueeze(1)).mul_(attn)
+
+
 class SAPAUpsampleFunction(Function):
     """aggregate(softmax(similarity)): saves only the (B, K², sH, sW) attention."""
 
@@ -198,14 +209,15 @@ class SAPAUpsampleFunction(Function):
         impl, grad = _impl(backend), _c(grad)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         gq = gk = gv = None
+        # Order and in-place updates keep the peak low: the logit gradient is freed
+        # before the value gradient (the largest result) is allocated.
         if need_q or need_k:
-            # softmax backward, in place on the attention-sized buffer
-            gl = impl.correlate(grad, value, K, s)
-            gl.sub_((gl * attn).sum(1, keepdim=True)).mul_(attn)
+            gl = _softmax_backward_(impl.correlate(grad, value, K, s), attn)
             if need_q:
                 gq = impl.aggregate(gl, key, K, s).to(query.dtype)
             if need_k:
                 gk = impl.scatter(gl, query, K, s).to(key.dtype)
+            del gl
         if need_v:
             gv = impl.scatter(attn, grad, K, s).to(value.dtype)
         return gq, gk, gv, None, None, None

@@ -34,13 +34,13 @@ void parallel_for(idx n, int nthreads, F body) {
   for (auto& th : pool) th.join();
 }
 
-// Expanded rows of v[c] for low-res rows y0 - r .. y0 + r (zero outside the image).
+// Expanded rows of v[c] for low-res rows yy0 .. yy0 + nrows - 1 (zero outside the image).
 template <typename T>
-void expand_rows(const T* vc, idx H, idx W, idx K, idx s, idx y0, T* U) {
+void expand_rows(const T* vc, idx H, idx W, idx K, idx s, idx yy0, idx nrows, T* U) {
   const idx r = K / 2, L = s * (W + 2 * r);
-  for (idx dy = 0; dy < K; ++dy) {
-    T* row = U + dy * L;
-    const idx yy = y0 + dy - r;
+  for (idx k = 0; k < nrows; ++k) {
+    T* row = U + k * L;
+    const idx yy = yy0 + k;
     if (yy < 0 || yy >= H) {
       std::fill(row, row + L, T(0));
       continue;
@@ -51,6 +51,8 @@ void expand_rows(const T* vc, idx H, idx W, idx K, idx s, idx y0, T* U) {
     T* dst = row + s * r;
     if (s == 1) {
       std::memcpy(dst, src, W * sizeof(T));
+    } else if (s == 2) {  // the common case, in a form the compiler vectorises
+      for (idx x = 0; x < W; ++x) dst[2 * x] = dst[2 * x + 1] = src[x];
     } else {
       for (idx x = 0; x < W; ++x)
         for (idx j = 0; j < s; ++j) dst[x * s + j] = src[x];
@@ -58,109 +60,153 @@ void expand_rows(const T* vc, idx H, idx W, idx K, idx s, idx y0, T* U) {
   }
 }
 
-// out[0:n] (+)= sum_t a[t][0:n] * b[t][0:n]. The n-loop is cut into chunks whose
-// partial sums stay in vector registers across all taps: two loads per FMA and one
-// store per chunk instead of a load-modify-store per tap.
+// Low-res rows per task: enough tasks to balance the threads, and enough rows that
+// each expanded row (built once per task and channel) serves several output rows.
+inline idx rows_per_task(idx B, idx H, int nt) {
+  return std::max<idx>(1, std::min<idx>(16, (B * H + 4 * nt - 1) / (4 * nt)));
+}
+
+// 64-byte vectors (GCC/Clang vector extensions): one AVX-512 register, or two AVX2
+// ones where the compiler has no AVX-512. Loads and stores go through memcpy, which
+// compiles to unaligned vector moves.
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef float type __attribute__((vector_size(64))); };
+template <> struct Vec<double> { typedef double type __attribute__((vector_size(64))); };
+
+template <typename V, typename T> inline V vload(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+template <typename V, typename T> inline void vstore(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+
+// out[0:n] (+)= sum_t a[t][0:n] * b[t][0:n]. Each chunk of 4 vectors keeps its partial
+// sums in registers across all taps: two loads per FMA, one store per chunk.
 template <typename T>
 void dot_taps(T* __restrict out, bool accumulate, const T* const* a, const T* const* b, idx taps, idx n) {
-  constexpr idx XB = 64 / sizeof(T) * 4;  // four 512-bit registers' worth
+  using V = typename Vec<T>::type;
+  constexpr idx VL = sizeof(V) / sizeof(T);
   idx x0 = 0;
-  for (; x0 + XB <= n; x0 += XB) {
-    T acc[XB];
-    for (idx x = 0; x < XB; ++x) acc[x] = accumulate ? out[x0 + x] : T(0);
-    for (idx t = 0; t < taps; ++t) {
-      const T* __restrict at = a[t] + x0;
-      const T* __restrict bt = b[t] + x0;
-      for (idx x = 0; x < XB; ++x) acc[x] += at[x] * bt[x];
+  for (; x0 + 4 * VL <= n; x0 += 4 * VL) {
+    V s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    if (accumulate) {
+      s0 = vload<V>(out + x0); s1 = vload<V>(out + x0 + VL);
+      s2 = vload<V>(out + x0 + 2 * VL); s3 = vload<V>(out + x0 + 3 * VL);
     }
-    for (idx x = 0; x < XB; ++x) out[x0 + x] = acc[x];
+    for (idx t = 0; t < taps; ++t) {
+      const T* at = a[t] + x0;
+      const T* bt = b[t] + x0;
+      s0 += vload<V>(at) * vload<V>(bt);
+      s1 += vload<V>(at + VL) * vload<V>(bt + VL);
+      s2 += vload<V>(at + 2 * VL) * vload<V>(bt + 2 * VL);
+      s3 += vload<V>(at + 3 * VL) * vload<V>(bt + 3 * VL);
+    }
+    vstore(out + x0, s0); vstore(out + x0 + VL, s1);
+    vstore(out + x0 + 2 * VL, s2); vstore(out + x0 + 3 * VL, s3);
   }
-  if (x0 < n) {
-    if (!accumulate) std::fill(out + x0, out + n, T(0));
-    for (idx t = 0; t < taps; ++t)
-      for (idx x = x0; x < n; ++x) out[x] += a[t][x] * b[t][x];
+  for (; x0 + VL <= n; x0 += VL) {
+    V s0 = accumulate ? vload<V>(out + x0) : V{};
+    for (idx t = 0; t < taps; ++t) s0 += vload<V>(a[t] + x0) * vload<V>(b[t] + x0);
+    vstore(out + x0, s0);
+  }
+  for (; x0 < n; ++x0) {
+    T s0 = accumulate ? out[x0] : T(0);
+    for (idx t = 0; t < taps; ++t) s0 += a[t][x0] * b[t][x0];
+    out[x0] = s0;
   }
 }
 
-// out[b,c,y,x] = sum_n w[b,n,y,x] * v[b,c,y/s+dy-r,x/s+dx-r]; parallel over (b, y0).
+// out[b,c,y,x] = sum_n w[b,n,y,x] * v[b,c,y/s+dy-r,x/s+dx-r]; parallel over blocks of
+// low-res rows of one image, channels inside.
 template <typename T>
 void aggregate(const T* w, const T* v, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
-  parallel_for(B * H, nt, [=](idx begin, idx end) {
-    std::vector<T> U(K * L);
+  const idx RB = rows_per_task(B, H, nt), nblk = (H + RB - 1) / RB;
+  parallel_for(B * nblk, nt, [=](idx begin, idx end) {
+    std::vector<T> U((RB + 2 * r) * L);
     std::vector<const T*> wrows(K2), urows(K2);
-    for (idx n = 0; n < K2; ++n) urows[n] = U.data() + (n / K) * L + (n % K) * s;
     for (idx t = begin; t < end; ++t) {
-      const idx b = t / H, y0 = t % H;
+      const idx b = t / nblk, ylo = (t % nblk) * RB, yhi = std::min(H, ylo + RB);
       for (idx c = 0; c < C; ++c) {
-        expand_rows(v + (b * C + c) * H * W, H, W, K, s, y0, U.data());
-        for (idx i = 0; i < s; ++i) {
-          const idx y = y0 * s + i;
-          for (idx n = 0; n < K2; ++n) wrows[n] = w + ((b * K2 + n) * sH + y) * sW;
-          dot_taps(out + ((b * C + c) * sH + y) * sW, false, wrows.data(), urows.data(), K2, sW);
+        expand_rows(v + (b * C + c) * H * W, H, W, K, s, ylo - r, yhi - ylo + 2 * r, U.data());
+        for (idx y0 = ylo; y0 < yhi; ++y0) {
+          for (idx n = 0; n < K2; ++n) urows[n] = U.data() + (y0 - ylo + n / K) * L + (n % K) * s;
+          for (idx i = 0; i < s; ++i) {
+            const idx y = y0 * s + i;
+            for (idx n = 0; n < K2; ++n) wrows[n] = w + ((b * K2 + n) * sH + y) * sW;
+            dot_taps(out + ((b * C + c) * sH + y) * sW, false, wrows.data(), urows.data(), K2, sW);
+          }
         }
       }
     }
   });
 }
 
-// out[b,n,y,x] = sum_c g[b,c,y,x] * v[b,c,y/s+dy-r,x/s+dx-r]; parallel over (b, y0),
-// channels in blocks so that the sum over a block stays in registers.
+// out[b,n,y,x] = sum_c g[b,c,y,x] * v[b,c,y/s+dy-r,x/s+dx-r]; parallel over blocks of
+// low-res rows of one image; channels in blocks so their sum stays in registers.
 template <typename T>
 void correlate(const T* g, const T* v, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
   constexpr idx CB = 16;
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
-  parallel_for(B * H, nt, [=](idx begin, idx end) {
-    std::vector<T> U(CB * K * L), acc(K2 * s * sW);
+  const idx RB = rows_per_task(B, H, nt), nblk = (H + RB - 1) / RB, UR = RB + 2 * r;
+  parallel_for(B * nblk, nt, [=](idx begin, idx end) {
+    std::vector<T> U(CB * UR * L), acc(RB * K2 * s * sW);
     std::vector<const T*> grows(CB), urows(CB);
     for (idx t = begin; t < end; ++t) {
-      const idx b = t / H, y0 = t % H;
+      const idx b = t / nblk, ylo = (t % nblk) * RB, yhi = std::min(H, ylo + RB);
       for (idx c0 = 0; c0 < C; c0 += CB) {
         const idx cb = std::min(CB, C - c0);
         for (idx c = 0; c < cb; ++c)
-          expand_rows(v + (b * C + c0 + c) * H * W, H, W, K, s, y0, U.data() + c * K * L);
-        for (idx i = 0; i < s; ++i) {
-          for (idx c = 0; c < cb; ++c) grows[c] = g + ((b * C + c0 + c) * sH + y0 * s + i) * sW;
-          for (idx n = 0; n < K2; ++n) {
-            for (idx c = 0; c < cb; ++c) urows[c] = U.data() + (c * K + n / K) * L + (n % K) * s;
-            dot_taps(acc.data() + (n * s + i) * sW, c0 > 0, grows.data(), urows.data(), cb, sW);
+          expand_rows(v + (b * C + c0 + c) * H * W, H, W, K, s, ylo - r, yhi - ylo + 2 * r, U.data() + c * UR * L);
+        for (idx y0 = ylo; y0 < yhi; ++y0) {
+          T* acc0 = acc.data() + (y0 - ylo) * K2 * s * sW;
+          for (idx i = 0; i < s; ++i) {
+            for (idx c = 0; c < cb; ++c) grows[c] = g + ((b * C + c0 + c) * sH + y0 * s + i) * sW;
+            for (idx n = 0; n < K2; ++n) {
+              for (idx c = 0; c < cb; ++c) urows[c] = U.data() + (c * UR + y0 - ylo + n / K) * L + (n % K) * s;
+              dot_taps(acc0 + (n * s + i) * sW, c0 > 0, grows.data(), urows.data(), cb, sW);
+            }
           }
         }
       }
-      for (idx n = 0; n < K2; ++n)
-        for (idx i = 0; i < s; ++i)
-          std::memcpy(out + ((b * K2 + n) * sH + y0 * s + i) * sW, acc.data() + (n * s + i) * sW, sW * sizeof(T));
+      for (idx y0 = ylo; y0 < yhi; ++y0)
+        for (idx n = 0; n < K2; ++n)
+          for (idx i = 0; i < s; ++i)
+            std::memcpy(out + ((b * K2 + n) * sH + y0 * s + i) * sW,
+                        acc.data() + (((y0 - ylo) * K2 + n) * s + i) * sW, sW * sizeof(T));
     }
   });
 }
 
-inline void fma_row(float* __restrict o, const float* __restrict a, const float* __restrict b, idx n) {
-  for (idx x = 0; x < n; ++x) o[x] += a[x] * b[x];
-}
-inline void fma_row(double* __restrict o, const double* __restrict a, const double* __restrict b, idx n) {
-  for (idx x = 0; x < n; ++x) o[x] += a[x] * b[x];
-}
-
 // Adjoint of aggregate in v, as a gather: each task owns one low-res row (b, yy) and
 // visits the high-res rows whose windows reach it, so no two threads write one place.
+// In expanded coordinates (see expand_rows) tap (y, dx) adds w[y, t - s*dx] * g[y, t - s*dx]
+// to G[t]. Copies of the rows zero-padded by s*(K-1) on both sides make every tap a
+// full-length shifted slice, so the whole sum runs in registers (dot_taps).
 template <typename T>
 void scatter(const T* w, const T* g, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
+  const idx pad = s * (K - 1), P = sW + 2 * pad;  // padded row length
   parallel_for(B * H, nt, [=](idx begin, idx end) {
-    std::vector<T> G(L);
+    std::vector<T> G(L), wpad(K * s * K * P, T(0)), gpad(K * s * P, T(0));
+    std::vector<const T*> wt, gt;
     for (idx t = begin; t < end; ++t) {
       const idx b = t / H, yy = t % H;
-      for (idx c = 0; c < C; ++c) {
-        std::fill(G.begin(), G.end(), T(0));
-        for (idx y0 = std::max<idx>(0, yy - r); y0 <= std::min(H - 1, yy + r); ++y0) {
-          const idx dy = yy - y0 + r;
-          for (idx i = 0; i < s; ++i) {
-            const idx y = y0 * s + i;
-            const T* gr = g + ((b * C + c) * sH + y) * sW;
-            for (idx dx = 0; dx < K; ++dx)
-              fma_row(G.data() + dx * s, w + ((b * K2 + dy * K + dx) * sH + y) * sW, gr, sW);
-          }
+      const idx y0_lo = std::max<idx>(0, yy - r), y0_hi = std::min(H - 1, yy + r);
+      const idx rows = (y0_hi - y0_lo + 1) * s;  // high-res rows whose windows reach yy
+      // weight rows of every tap, padded; the same for all channels
+      wt.clear();
+      for (idx row = 0; row < rows; ++row) {
+        const idx y = y0_lo * s + row, dy = yy - y / s + r;
+        for (idx dx = 0; dx < K; ++dx) {
+          T* dst = wpad.data() + (row * K + dx) * P;
+          std::memcpy(dst + pad, w + ((b * K2 + dy * K + dx) * sH + y) * sW, sW * sizeof(T));
+          wt.push_back(dst + pad - s * dx);
         }
+      }
+      gt.resize(wt.size());
+      for (idx row = 0; row < rows; ++row)
+        for (idx dx = 0; dx < K; ++dx) gt[row * K + dx] = gpad.data() + row * P + pad - s * dx;
+      for (idx c = 0; c < C; ++c) {
+        for (idx row = 0; row < rows; ++row)
+          std::memcpy(gpad.data() + row * P + pad, g + ((b * C + c) * sH + y0_lo * s + row) * sW, sW * sizeof(T));
+        dot_taps(G.data(), false, wt.data(), gt.data(), static_cast<idx>(wt.size()), L);
         T* o = out + ((b * C + c) * H + yy) * W;
         const T* Gc = G.data() + r * s;
         for (idx x = 0; x < W; ++x) {

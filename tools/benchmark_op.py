@@ -1,0 +1,159 @@
+"""Benchmark the SAPA operator against the reference and against bilinear upsampling.
+
+For every backend available on the device, measures forward+backward time and the
+peak memory allocated on top of the inputs, side by side in one run (the cases are
+interleaved, so machine noise hits them alike), and prints ratios:
+
+    python tools/benchmark_op.py                 # CPU, 2 threads, DESIGN.md setting + sweep
+    python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
+
+Needs torch alone (no mm* package), so it runs on a bare GPU machine.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from sapa_mm.ops import sapa_upsample, upsample_reference  # noqa: E402
+from sapa_mm.ops import cpu_backend, sapa  # noqa: E402
+
+
+def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes allocated by fn beyond what was allocated when it started."""
+    fn.reset()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # CPU: replay the allocator's events recorded by the profiler (exact, noise-free)
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'),
+                    key=lambda e: e.start_ns())
+    level = peak = 0
+    for e in events:
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak
+
+
+def timed(fns: Dict[str, Callable[[], None]], device: torch.device, repeats: int) -> Dict[str, float]:
+    """Median seconds of each fn, the fns interleaved round by round."""
+    def sync():
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    for fn in fns.values():  # warm-up: JIT builds, autotuning, allocator
+        fn()
+        fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn.reset()
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True):
+    """name -> fn running forward+backward, plus the bytes of the output tensor."""
+    gen = torch.Generator(device='cpu').manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+    q, k, v = rand(B, d, s * H, s * W), rand(B, d, H, W), rand(B, C, H, W)
+    grad = torch.randn(B, C, s * H, s * W, generator=gen).to(device=device, dtype=dtype)
+
+    def reset():  # drop the gradients outside the measured region
+        for t in (q, k, v):
+            t.grad = None
+
+    def fwd_bwd(forward):
+        def run():
+            forward().backward(grad)
+        run.reset = reset
+        return run
+    fns = {'bilinear': fwd_bwd(lambda: F.interpolate(v, scale_factor=s, mode='bilinear', align_corners=False))}
+    if with_reference:
+        fns['reference'] = fwd_bwd(lambda: upsample_reference(q, k, v, K, s))
+    for b in backends:
+        fns[f'sapa[{b}]'] = fwd_bwd(lambda b=b: sapa_upsample(q, k, v, K, s, backend=b))
+    return fns, grad.numel() * grad.element_size()
+
+
+def report(title, fns, out_bytes, device, repeats):
+    t = timed(fns, device, repeats)
+    m = {name: peak_extra_bytes(fn, device) for name, fn in fns.items()}
+    print(f'\n{title}')
+    print('| method | fwd+bwd ms | vs reference | vs bilinear | peak extra MiB | peak / output |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for name in fns:
+        speedup = f"{t['reference'] / t[name]:.1f}x faster" if 'reference' in t else '-'
+        print(f"| {name} | {t[name] * 1e3:.1f} | {speedup} | {t[name] / t['bilinear']:.2f}x | "
+              f'{m[name] / 2**20:.1f} | {m[name] / out_bytes:.2f} |')
+    return t, m
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, default=2, help='CPU threads (default 2)')
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
+    parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is visible')
+    torch.set_num_threads(args.threads)
+    backends = ['torch']
+    if device.type == 'cpu' and cpu_backend.available():
+        backends.append('cpu')
+    if device.type == 'cuda' and sapa._triton_ready():
+        backends.append('triton')
+    if device.type == 'cpu':
+        info = f'{args.threads} CPU threads'
+        main_cfg, dtypes = dict(B=2, C=256, d=32, H=64, W=64, K=5, s=2), [torch.float32]
+        sweep = [dict(B=1, C=64, d=32, H=32, W=32, K=5, s=2), dict(B=2, C=128, d=32, H=64, W=64, K=3, s=2),
+                 dict(B=1, C=256, d=64, H=128, W=128, K=5, s=2), dict(B=2, C=256, d=32, H=32, W=48, K=7, s=4)]
+    else:
+        info = torch.cuda.get_device_name()
+        main_cfg, dtypes = dict(B=8, C=256, d=32, H=128, W=128, K=5, s=2), [torch.float32, torch.float16]
+        sweep = [dict(B=8, C=256, d=32, H=64, W=64, K=5, s=2), dict(B=2, C=512, d=64, H=128, W=128, K=7, s=2),
+                 dict(B=8, C=128, d=32, H=64, W=64, K=3, s=4)]
+    if args.quick:
+        main_cfg, sweep = dict(B=1, C=8, d=4, H=8, W=8, K=5, s=2), [dict(B=1, C=4, d=2, H=5, W=7, K=3, s=3)]
+    print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
+    print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
+          'output = bytes of the (B, C, sH, sW) output')
+    for dtype in dtypes:
+        c = main_cfg
+        title = (f"B={c['B']} C={c['C']} d={c['d']} {c['H']}x{c['W']} -> {c['s'] * c['H']}x{c['s'] * c['W']} "
+                 f"K={c['K']} {str(dtype).replace('torch.', '')}")
+        fns, out_bytes = cases(**c, dtype=dtype, device=device, backends=backends)
+        report(title, fns, out_bytes, device, args.repeats)
+    if args.no_sweep:
+        return
+    print('\nsweep (float32)')
+    for c in sweep:
+        title = (f"B={c['B']} C={c['C']} d={c['d']} {c['H']}x{c['W']} -> {c['s'] * c['H']}x{c['s'] * c['W']} "
+                 f"K={c['K']}")
+        fns, out_bytes = cases(**c, dtype=torch.float32, device=device, backends=backends)
+        report(title, fns, out_bytes, device, max(3, args.repeats // 2))
+
+
+if __name__ == '__main__':
+    main()
