@@ -105,9 +105,17 @@ MAC_OPS = ('aten::addmm', 'aten::bmm', 'aten::_convolution', 'aten::einsum',
 NON_MAC_OPS = ('aten::batch_norm', 'aten::group_norm', 'aten::layer_norm',
                'aten::instance_norm', 'aten::upsample_nearest2d',
                'aten::upsample_bilinear2d', 'aten::adaptive_avg_pool2d',
-               'aten::grid_sampler',
-               # mmcv ops that sample or select, no multiply-accumulates
-               'prim::PythonOp.RoIAlignFunction', 'prim::PythonOp.NMSop')
+               'aten::grid_sampler')
+#: custom ops that sample or select: no multiply-accumulates. (A PythonOp cannot be
+#: put on mmengine's ignore list, which matches the bare 'prim::PythonOp'; these get
+#: a zero handle instead, so they are not reported as uncounted.)
+ZERO_MAC_PYTHON_OPS = ('prim::PythonOp.RoIAlignFunction', 'prim::PythonOp.NMSop',
+                       'prim::PythonOp.RoIPoolFunction')
+
+
+def _zero(inputs, outputs) -> int:
+    return 0
+
 
 
 def _activation_handle():
@@ -147,6 +155,7 @@ def count_macs(model, inputs: Tuple[Any, ...]):
     handles = {k: ca._DEFAULT_SUPPORTED_FLOP_OPS[k] for k in MAC_OPS}
     handles.update(FLOP_HANDLES)
     handles['aten::scaled_dot_product_attention'] = sdpa_flop_jit
+    handles.update({k: _zero for k in ZERO_MAC_PYTHON_OPS})
     analyzer = FlopAnalyzer(model, inputs).clear_op_handles()
     analyzer.set_op_handle(**handles)
     analyzer.set_op_handle(**{k: None for k in NON_MAC_OPS})
