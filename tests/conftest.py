@@ -42,7 +42,8 @@ def _write_png(path, array):
     os.makedirs(osp.dirname(path), exist_ok=True)
     if array.ndim == 3:
         array = array[..., ::-1]  # RGB -> BGR for OpenCV
-    if not cv2.imwrite(path, np.ascontiguousarray(array.astype(np.uint8))):
+    array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if not cv2.imwrite(path, np.ascontiguousarray(array)):
         raise OSError(f'could not write {path}')
 
 

@@ -4,11 +4,11 @@
 # tiny SegFormer-shaped model of tests/configs/tiny_seg.py on it, then evaluate
 # the checkpoint with tools/test.py. Everything goes to work_dirs/demo/.
 #
-#   bash tools/demo.sh            # DEMO_ITERS=40 by default (about a minute on 2 cores)
+#   bash tools/demo.sh            # DEMO_ITERS=80 by default (about a minute on 2 cores)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${SAPA_VENV:-$ROOT/.venv}/bin/python"
-ITERS="${DEMO_ITERS:-40}"
+ITERS="${DEMO_ITERS:-80}"
 OUT="$ROOT/work_dirs/demo"
 CONFIG="$ROOT/tests/configs/tiny_seg.py"
 

@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Create or update the project's virtual environment (.venv, ignored by git) with the
-# pinned OpenMMLab stack of ../shared/DESIGN.md §3. Idempotent: when nothing changed a
-# run only checks imports; pip keeps the built mmcv wheel in its cache, so a fresh
-# clone on a machine that built it once installs in about a minute.
+# Create or update the project's virtual environment (.venv, ignored by git) with
+# the pinned OpenMMLab stack (torch < 2.14, setuptools<82, mmcv 2.1.0 with its
+# compiled ops, mmengine 0.10.7, mmsegmentation 1.2.2, mmdet 3.3.0, ftfy, regex),
+# the test tools and sapa_mm itself in editable mode.
 #
-#   SAPA_VENV=/path   use another location for the environment
-#   PYTHON=python3.X  interpreter to create it from (default: python3)
-#   TORCH_SPEC=...    torch requirement when torch must be installed (default torch==2.13.0)
+# Idempotent: when the environment is complete and setup.cfg / this script did not
+# change, a run only checks that everything imports (a few seconds). The mmcv wheel
+# built here is kept in a wheel cache keyed by the torch version, Python version and
+# machine, so a fresh clone on the same machine installs in about a minute instead
+# of building mmcv again (about 10 minutes on 2 cores).
+#
+#   SAPA_VENV=/path         use another location for the environment
+#   PYTHON=python3.X        interpreter to create it from (default: python3)
+#   TORCH_SPEC=...          torch requirement when torch must be installed
+#                           (default: torch==2.13.0)
+#   SAPA_WHEEL_CACHE=/path  where built mmcv wheels are kept
+#                           (default: ${XDG_CACHE_HOME:-~/.cache}/sapa_mm/wheels)
+#   MAX_JOBS=N              parallel compile jobs for mmcv (default: all cores)
 #
 # An installed torch < 2.14 in the base interpreter (e.g. a CUDA build) is kept: the
-# environment then sees the base site-packages.
+# environment then sees the base site-packages and mmcv is built against that torch.
+# On failure the script stops with one "FAILED: ..." message and what to do.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +29,9 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.sapa_mm_setup"
 BASE_PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+MMCV_VERSION=2.1.0
 WANT="$(cat "$ROOT/setup.cfg" "$ROOT/tools/setup_env.sh" | sha1sum | cut -c1-16)"
+START=$(date +%s)
 
 say() { echo "[setup_env] $*"; }
 fail() {
@@ -28,11 +41,24 @@ fail() {
 }
 
 # Everything the project needs, imported in one go; also the up-to-date check.
-CHECK='import torch, mmcv, mmengine, mmseg, mmdet, sapa_mm
-from mmcv.ops import nms, roi_align'
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "$CHECK" 2>/dev/null; then
+MMCV_OK="import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__
+from mmcv.ops import nms, roi_align"
+CHECK="$MMCV_OK
+import torch, mmengine, mmseg, mmdet, sapa_mm, pytest, pycocotools, ftfy, regex, warnings
+warnings.simplefilter('ignore')
+import pkg_resources"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
   exit 0
 fi
+
+# pip's configuration here may name extra indexes that lack most packages; their
+# "Location ... is ignored" warnings would bury the messages that matter.
+pip_quiet() {
+  { "$PY" -m pip "$@" --progress-bar off -q 2>&1 1>&3 \
+      | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+  } 3>&1
+}
+pip_install() { pip_quiet install "$@"; }
 
 # A base torch < 2.14 is kept by letting the venv see the base site-packages.
 torch_ok='import sys, torch
@@ -44,21 +70,21 @@ if "$BASE_PY" -c "$torch_ok" 2>/dev/null; then
   say "keeping the base interpreter's torch ($("$BASE_PY" -c 'import torch; print(torch.__version__)'))"
 fi
 if [ ! -x "$PY" ]; then
+  command -v "$BASE_PY" >/dev/null \
+    || fail "no Python interpreter '$BASE_PY'" "install Python 3.8-3.11 or set PYTHON=/path/to/python3"
   say "creating $VENV"
   "$BASE_PY" -m venv "${venv_flags[@]}" "$VENV" \
     || fail "could not create a virtual environment with $BASE_PY" \
-            "install the venv module (Debian: apt-get install python3-venv) or set PYTHON"
+            "install the venv module (Debian/Ubuntu: apt-get install python3-venv) or set PYTHON"
 fi
-
-pip_install() { "$PY" -m pip install --progress-bar off -q "$@"; }
 
 if ! "$PY" -c "$torch_ok" 2>/dev/null; then
   say "installing $TORCH_SPEC"
-  pip_install "$TORCH_SPEC" || fail "pip could not install $TORCH_SPEC" \
+  pip_install "$TORCH_SPEC" numpy || fail "pip could not install $TORCH_SPEC" \
     "install torch < 2.14 yourself (pip install 'torch<2.14') and rerun"
 fi
-TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
-# Nothing below may replace the torch mmcv is built against.
+TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+# Nothing below may replace the torch that mmcv is built against.
 CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 
@@ -66,24 +92,52 @@ say "build tools (setuptools<82 is also needed at run time: mmseg::/mmdet:: base
 pip_install -c "$CONSTRAINTS" "setuptools<82" wheel ninja numpy \
   || fail "pip could not install setuptools<82, wheel, ninja, numpy" "check the network / pip configuration"
 
-if ! "$PY" -c 'from mmcv.ops import nms, roi_align' 2>/dev/null; then
-  say "building mmcv 2.1.0 with its compiled ops against torch $TORCH_VERSION"
-  say "(about 10 minutes on 2 cores the first time; pip caches the wheel for later runs)"
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    pip_install -c "$CONSTRAINTS" --no-build-isolation mmcv==2.1.0 \
-    || fail "building mmcv 2.1.0 failed (see the compiler output above)" \
-            "mmcv 2.1.0 needs a C++17 compiler (gcc/g++) and torch < 2.14; install them and rerun"
-  if ! "$PY" -c 'from mmcv.ops import nms, roi_align' 2>/dev/null; then
-    "$PY" -m pip uninstall -y -q mmcv || true
-    fail "mmcv 2.1.0 is installed without its compiled ops (mmcv.ops does not import)" \
-         "remove the cached wheel (pip cache remove mmcv) and rerun; the build must see torch, so it runs without build isolation"
+if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
+  # mmcv's compiled ops link against torch's C++ ABI, so a wheel is only reusable
+  # with the same torch build: the cache directory is keyed by it.
+  KEY="$("$PY" -c 'import platform, sys, torch; print(f"torch-{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')"
+  WHEELS="${SAPA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sapa_mm/wheels}/$KEY"
+  WHEEL="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$WHEEL" ]; then
+    command -v "${CXX:-c++}" >/dev/null \
+      || fail "no C++ compiler (${CXX:-c++}) to build mmcv $MMCV_VERSION" \
+              "install one (Debian/Ubuntu: apt-get install g++) and rerun"
+    "$PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      || fail "the Python headers (Python.h) needed to build mmcv are missing" \
+              "install them (Debian/Ubuntu: apt-get install python3-dev) and rerun"
+    say "building mmcv $MMCV_VERSION with its compiled ops against torch $TORCH_VERSION"
+    say "(about 10 minutes on 2 cores, once per machine and torch version; cached in $WHEELS)"
+    BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sapa_mm_mmcv.XXXXXX")"
+    # --no-build-isolation: the build must see the installed torch, or setup.py
+    # silently leaves the ops out. --no-cache-dir: never take a wheel that pip
+    # cached for another torch.
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}" \
+      pip_quiet wheel -c "$CONSTRAINTS" --no-deps --no-build-isolation --no-cache-dir \
+        -w "$BUILD_DIR" "mmcv==$MMCV_VERSION" \
+      || { rm -rf "$BUILD_DIR"; fail "building mmcv $MMCV_VERSION failed (see the compiler output above)" \
+           "mmcv $MMCV_VERSION needs a C++17 compiler (g++), the Python headers and torch < 2.14; fix that and rerun"; }
+    mkdir -p "$WHEELS"
+    mv "$BUILD_DIR"/mmcv-*.whl "$WHEELS"/
+    rm -rf "$BUILD_DIR"
+    WHEEL="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+  else
+    say "installing mmcv $MMCV_VERSION from the wheel cache ($WHEEL)"
+  fi
+  pip_install -c "$CONSTRAINTS" "$WHEEL" \
+    || fail "pip could not install $WHEEL" "see pip's message above"
+  if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
+    "$PY" -c "$MMCV_OK" 2>&1 | tail -n 3 >&2 || true
+    "$PY" -m pip uninstall -y -q mmcv >/dev/null 2>&1 || true
+    rm -f "$WHEEL"
+    fail "mmcv $MMCV_VERSION was installed without working compiled ops (mmcv.ops does not import)" \
+         "the bad wheel was removed from the cache; rerun to build it again, and if that fails too, check that the compiler works with torch $TORCH_VERSION"
   fi
 fi
 
 say "OpenMMLab stack, demo and test tools"
 pip_install -c "$CONSTRAINTS" \
-  mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 ftfy regex "opencv-python<5" \
-  pycocotools scikit-image matplotlib prettytable \
+  "mmcv==$MMCV_VERSION" mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 ftfy regex \
+  "opencv-python<5" pycocotools scikit-image matplotlib prettytable \
   pytest onnx onnxruntime onnxscript triton \
   || fail "pip could not install the OpenMMLab packages or the test tools" "see pip's message above"
 pip_install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$ROOT" \
@@ -92,4 +146,4 @@ pip_install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$ROOT" \
 "$PY" -c "$CHECK" || fail "the environment does not import (see the error above)" \
   "delete $VENV and rerun tools/setup_env.sh"
 echo "$WANT" > "$STAMP"
-say "ready: $VENV (torch $TORCH_VERSION)"
+say "ready: $VENV (torch $TORCH_VERSION) in $(( $(date +%s) - START )) s"

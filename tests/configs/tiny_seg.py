@@ -99,7 +99,7 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01))
+    optimizer=dict(type='AdamW', lr=1e-2, betas=(0.9, 0.999), weight_decay=0.01))
 param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=100, by_epoch=False)
 ]
