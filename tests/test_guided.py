@@ -193,9 +193,10 @@ def test_carafe_reassembly_matches_the_oracle(K, G, s):
     mask = torch.randn(2, K * K * G, 5 * s, 7 * s, generator=g, dtype=torch.float64)
     ref = carafe_unfold_reference(x, mask, K, G, s)
     assert torch.allclose(carafe_reassemble(x, mask, K, G, s), ref, atol=1e-12)
-    x.requires_grad_(True)
-    mask.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: carafe_reassemble(a, b, K, G, s), (x, mask))
+    x = x[:1, :, :3, :4].clone().requires_grad_(True)
+    mask = mask[:1, :, :3 * s, :4 * s].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: carafe_reassemble(a, b, K, G, s), (x, mask),
+                                    fast_mode=True)
 
 
 def test_carafe_pack_keeps_mmcv_parameters():
