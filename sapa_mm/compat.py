@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import subprocess
+import warnings
 
 import torch
 
@@ -320,12 +321,20 @@ def init_distributed(launcher, dist_cfg=None):
 
 
 # --------------------------------------------------------------------------
+def _quiet_known_warnings():
+    # setuptools < 82 is pinned because mmengine resolves mmseg::/mmdet:: bases
+    # with pkg_resources; its deprecation warning on every run is noise.
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                            category=UserWarning)
+
+
 def apply():
     """Apply every fix that the installed packages need; safe to call again."""
     global _done
     if _done:
         return list(applied)
     _done = True
+    _quiet_known_warnings()
     if _register_safe_globals():
         applied.append('safe_globals')
     try:

@@ -44,6 +44,11 @@ def _log_text(work_dir):
     return ''.join(open(p).read() for p in logs)
 
 
+def torch_has_gpu():
+    import torch
+    return torch.cuda.is_available()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -183,9 +188,11 @@ def _assert_clean_error(proc, *needles):
     errors = [line for line in proc.stderr.splitlines()
               if line.startswith('error: ')]
     assert len(errors) == 1, describe(proc)
+    # the message: from "error: " to the end (it may span a few lines)
+    message = proc.stderr[proc.stderr.index('error: '):]
     for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
+        assert needle in message, (needle, message)
+    return message
 
 
 def test_missing_config_path(tmp_path):
@@ -210,7 +217,7 @@ def test_missing_dataset_root(tmp_path):
     missing = str(tmp_path / 'no_data_here')
     proc = run_tool(['train.py', SEG_CONFIG, '--work-dir', str(tmp_path / 'w')],
                     env=tool_env(TINY_SEG_ROOT=missing))
-    _assert_clean_error(proc, missing, 'does not exist', 'data_root')
+    _assert_clean_error(proc, f'is not at {missing}', 'data_root')
 
 
 def test_missing_file_inside_dataset(det_data, tmp_path):
@@ -221,6 +228,22 @@ def test_missing_file_inside_dataset(det_data, tmp_path):
     proc = run_tool(['train.py', DET_CONFIG, '--work-dir', str(tmp_path / 'w')],
                     env=tool_env(TINY_DET_ROOT=root))
     _assert_clean_error(proc, 'train.json')
+
+
+def test_launcher_without_torchrun(seg_data, tmp_path):
+    env = tool_env(TINY_SEG_ROOT=seg_data)
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        env.pop(key, None)
+    proc = run_tool(['train.py', SEG_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                     '--launcher', 'pytorch'], env=env)
+    _assert_clean_error(proc, 'torchrun')
+
+
+@pytest.mark.skipif(torch_has_gpu(), reason='checks the CPU-only message')
+def test_amp_on_cpu_is_refused(seg_data, tmp_path):
+    proc = run_tool(['train.py', SEG_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                     '--amp'], env=tool_env(TINY_SEG_ROOT=seg_data))
+    _assert_clean_error(proc, '--amp needs a GPU')
 
 
 def test_debug_shows_traceback(tmp_path):

@@ -119,6 +119,7 @@ def run_guarded(main, argv=None):
         msg = explain(exc)
         if msg is None:
             raise
+        sys.stdout.flush()
         print(f'error: {msg}', file=sys.stderr)
         print('(set SAPA_MM_DEBUG=1 or pass --debug for the full traceback)',
               file=sys.stderr)
@@ -189,7 +190,20 @@ def _dataset_roots(dataset, where):
 
 
 def check_data_roots(cfg, loaders):
-    """Fail early, with the config key, when a dataset directory is missing."""
+    """Fail early, saying where to get the data, when a dataset is missing.
+
+    Uses :func:`sapa_mm.datasets.check_data_roots` (knows ADE20K / COCO); the
+    loop below is the fallback for a tree without that module.
+    """
+    try:
+        from sapa_mm.datasets import check_data_roots as check_known
+    except ImportError:
+        check_known = None
+    if check_known is not None:
+        try:
+            check_known(cfg, loaders)
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
     for loader in loaders:
         loader_cfg = cfg.get(loader)
         if not isinstance(loader_cfg, dict):
@@ -207,6 +221,13 @@ def start_distributed(cfg):
     """Initialise the process group before the Runner (gloo without a GPU)."""
     if cfg.launcher == 'none':
         return
+    needs = dict(pytorch=('RANK', 'torchrun (or tools/dist_train.sh)'),
+                 slurm=('SLURM_PROCID', 'srun (or tools/slurm_train.sh)'),
+                 mpi=('OMPI_COMM_WORLD_RANK', 'mpirun'))[cfg.launcher]
+    if needs[0] not in os.environ:
+        raise UserError(f'--launcher {cfg.launcher}: ${needs[0]} is not set; '
+                        f'start the script with {needs[1]}, or use '
+                        '--launcher none for a single process')
     from sapa_mm.compat import init_distributed
     init_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
 
