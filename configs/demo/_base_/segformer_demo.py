@@ -1,0 +1,138 @@
+# A CPU-sized SegFormer on the embedded demo data (tools/make_demo_data.py):
+# MixVisionTransformer with 16-128 channels and one block per stage, the project's
+# GuidedSegformerHead (64 channels), 6 classes on 128x128 crops. The variants in
+# configs/demo/ differ only in model.decode_head.upsample_cfg.
+#
+# Data: data/sapa_demo/seg, or the directory in $SAPA_DEMO_SEG. No download:
+# init_cfg=None everywhere. Trains in a few minutes on 2 CPU cores.
+_base_ = ['mmseg::_base_/default_runtime.py']
+
+custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
+data_root = '{{$SAPA_DEMO_SEG:data/sapa_demo/seg}}'
+# tools/train.py / tools/test.py add this to the "dataset missing" error
+data_hint = ('the demo data are generated, not downloaded: run '
+             '`python tools/make_demo_data.py` (a few seconds; writes '
+             'data/sapa_demo/seg and data/sapa_demo/coco)')
+num_classes = 6
+crop_size = (128, 128)
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.compat)
+max_iters = 600
+val_interval = 150
+
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size=crop_size),
+    backbone=dict(
+        type='MixVisionTransformer',
+        in_channels=3,
+        embed_dims=16,
+        num_stages=4,
+        num_layers=[1, 1, 1, 1],
+        num_heads=[1, 2, 4, 8],
+        patch_sizes=[7, 3, 3, 3],
+        sr_ratios=[8, 4, 2, 1],
+        out_indices=(0, 1, 2, 3),
+        mlp_ratio=4,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+        init_cfg=None),
+    decode_head=dict(
+        type='GuidedSegformerHead',
+        in_channels=[16, 32, 64, 128],
+        in_index=[0, 1, 2, 3],
+        channels=64,
+        dropout_ratio=0.0,  # no RNG use after init: resumed runs match exactly
+        num_classes=num_classes,
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        upsample_cfg=dict(type='bilinear'),
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+
+metainfo = dict(
+    classes=('background', 'gravel', 'grass', 'brick', 'coin', 'wire'),
+    palette=[[0, 0, 0], [128, 128, 160], [40, 170, 40], [200, 80, 40],
+             [230, 200, 60], [240, 40, 200]])
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+dataset_type = 'BaseSegDataset'
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        metainfo=metainfo,
+        data_root=data_root,
+        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        reduce_zero_label=False,
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        metainfo=metainfo,
+        data_root=data_root,
+        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        reduce_zero_label=False,
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# mIoU plus boundary IoU (IoU within 2 px of the class boundaries, sapa_mm.seg.metrics)
+val_evaluator = [
+    dict(type='IoUMetric', iou_metrics=['mIoU']),
+    dict(type='BoundaryIoUMetric', boundary_width=2),
+]
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=4e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys=dict(norm=dict(decay_mult=0.0))))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=val_interval,
+                    max_keep_ckpts=3),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)

@@ -1,0 +1,5 @@
+# Demo SegFormer (configs/demo/_base_/segformer_demo.py) with the bilinear upsampler
+# in the head; the demo variants differ only in this line.
+_base_ = ['./_base_/segformer_demo.py']
+
+model = dict(decode_head=dict(upsample_cfg=dict(type='bilinear')))
