@@ -92,7 +92,7 @@ def run_logged(cmd, env, log_path, name, every=50, timeout=None):
     """Run ``cmd``; all output goes to ``log_path``; progress lines are printed."""
     os.makedirs(osp.dirname(log_path), exist_ok=True)
     t0 = time.time()
-    last_iter = 0
+    last_iter = last_shown = 0
     with open(log_path, 'w') as log:
         log.write('$ ' + ' '.join(cmd) + '\n')
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
@@ -103,11 +103,12 @@ def run_logged(cmd, env, log_path, name, every=50, timeout=None):
                 m = _ITER.search(line)
                 if m:
                     it, total = int(m.group(1)), int(m.group(2))
-                    if it - last_iter >= every or it == total:
-                        last_iter = it
+                    if it - last_shown >= every or it == total:
+                        last_shown = it
                         say(f'{name}: iter {it:>4d}/{total}  loss {float(m.group(5)):.3f}  '
                             f'{float(m.group(4)):.2f} s/it  eta {m.group(3)}  '
                             f'(elapsed {fmt_s(time.time() - t0)})')
+                    last_iter = it
                     continue
                 m = _VAL.search(line)
                 if m and 'mIoU' in line:
@@ -200,10 +201,48 @@ def time_per_iter(train_rows):
 
 
 def complexity(config):
+    import warnings
     from sapa_mm.flops import config_complexity
-    c = config_complexity(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        c = config_complexity(config)
     return dict(params=c['params'], macs=c['macs'], upsampler_params=c['upsampler_params'],
                 upsampler_macs=c['upsampler_macs'], input_shape=list(c['input_shape']))
+
+
+def benchmark(configs, reps=8, batch=GLOBAL_BATCH, size=128, num_classes=6):
+    """Seconds per training step (forward, loss, backward, AdamW step) of each
+    config's model on a random batch, median over ``reps`` rounds. The models take
+    turns within every round, so a burst of load from other programs on the
+    machine hits all of them alike."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+    from sapa_mm.flops import build_model
+    torch.manual_seed(0)
+    steps = {}
+    for key, config in configs.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            model = build_model(config).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        steps[key] = (model, opt)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, num_classes, (batch, size, size))
+    times = {k: [] for k in configs}
+    for rep in range(reps + 2):
+        for key, (model, opt) in steps.items():
+            t0 = time.perf_counter()
+            out = F.interpolate(model._forward(x), size=(size, size), mode='bilinear',
+                                align_corners=False)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if rep >= 2:  # two warm-up rounds
+                times[key].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 # --------------------------------------------------------------------------
@@ -363,7 +402,8 @@ SEG_COLUMNS = [
     ('boundary IoU', lambda r: f"{r['mBIoU']:.2f}"),
     ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
     ('GFLOPs (MAC, 128x128)', lambda r: f"{r['macs'] / 1e9:.4f}"),
-    ('s/iter (train, batch 8)', lambda r: f"{r['s_per_iter']:.3f}"),
+    ('s/iter (batch 8)', lambda r: f"{r['s_per_step']:.3f}"),
+    ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}"),
 ]
 
 
@@ -436,7 +476,7 @@ def parse_args(argv=None):
                    help='demo data root (built there if missing)')
     p.add_argument('--variants', nargs='+', default=['bilinear', 'sapa_b'],
                    choices=list(VARIANTS))
-    p.add_argument('--iters', type=int, default=600, help='training iterations per variant')
+    p.add_argument('--iters', type=int, default=300, help='training iterations per variant')
     p.add_argument('--val-interval', type=int, default=None,
                    help='validate every N iterations (default: iters/4)')
     p.add_argument('--seed', type=int, default=0, help='training seed')
@@ -476,10 +516,19 @@ def main(argv=None):
         say('counting parameters and FLOPs')
         for v, r in runs.items():
             r.update(complexity(r['config']))
+        say('timing a training step of each variant (interleaved, median of 8)')
+        for v, t in benchmark({v: r['config'] for v, r in runs.items()}).items():
+            runs[v]['s_per_step'] = t
         text = table(list(runs.values()), SEG_COLUMNS)
         lines += ['Segmentation: demo SegFormer (MiT 16-128 ch, GuidedSegformerHead, '
                   f'{args.iters} iterations, seed {args.seed}), demo validation set', '',
-                  text, '']
+                  text, '',
+                  'mIoU / boundary IoU: tools/test.py on the last checkpoint (%). '
+                  'params: trainable; GFLOPs: multiply-accumulates of one 128x128 image.',
+                  's/iter (batch 8): one training step on random data, all variants '
+                  'timed in turns (median of 8); s/iter (train log): median of the '
+                  "training log's iteration times (data loading included; sensitive to "
+                  'other load on the machine).', '']
         summary['segmentation'] = runs
         if not args.no_figures:
             curves = osp.join(args.work_dir, 'curves.png')
