@@ -2,4 +2,4 @@
 # path in the FPN (the baseline of the detection demo).
 _base_ = ['./mask_rcnn_demo_sapa.py']
 
-model = dict(neck=dict(upsample_cfg=dict(mode='nearest')))
+model = dict(neck=dict(upsample_cfg=dict(_delete_=True, mode='nearest')))
