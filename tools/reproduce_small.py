@@ -2,7 +2,7 @@
 """Small-scale reproduction: several seeds x {bilinear, SAPA-I, SAPA-B, SAPA-G} on
 the embedded demo segmentation set, mean ± std of mIoU and boundary IoU.
 
-    python tools/reproduce_small.py                       # 3 seeds x 4 variants, 400 iters
+    python tools/reproduce_small.py                       # 3 seeds x 4 variants, 800 iters
     python tools/reproduce_small.py --seeds 0 1 2 3 4 --iters 800
     python tools/reproduce_small.py --variants bilinear sapa_b
 
@@ -105,10 +105,13 @@ def parse_args(argv=None):
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument('--iters', type=int, default=400)
+    p.add_argument('--iters', type=int, default=800)
     p.add_argument('--work-dir', default=osp.join('work_dirs', 'reproduce_small'))
     p.add_argument('--data', default=make_demo_data.DEFAULT_OUT)
     p.add_argument('--data-seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=1,
+                   help='OMP_NUM_THREADS of each run (default 1: robust when the '
+                   'machine is shared; 0: torch default)')
     return p.parse_args(argv)
 
 
@@ -118,7 +121,7 @@ def main(argv=None):
     data_root = osp.abspath(args.data)
     os.makedirs(args.work_dir, exist_ok=True)
     make_demo_data.ensure(data_root, seed=args.data_seed, only=('seg', ))
-    env = demo.tool_env(data_root)
+    env = demo.tool_env(data_root, threads=args.threads)
     t0 = time.time()
     results = []
     total = len(args.seeds) * len(args.variants)
