@@ -1,7 +1,7 @@
 """Shared fixtures: tiny generated datasets and helpers to run the tools.
 
-The dataset generators are plain functions so that tools/demo.sh can use them
-too (``python tests/conftest.py seg DIR`` / ``python tests/conftest.py det DIR``).
+The dataset generators are plain functions, also usable from the command line
+(``python tests/conftest.py seg DIR`` / ``python tests/conftest.py det DIR``).
 The images are simple shapes on a noisy background, drawn with numpy alone, so
 a small model learns something within a few iterations and every run is
 reproducible.
