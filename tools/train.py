@@ -141,7 +141,7 @@ def add_common_args(parser):
         nargs='+',
         action=DictAction,
         help='override config entries, e.g. train_cfg.max_iters=100 '
-        'optim_wrapper.optimizer.lr=0.01 "data_root=data/x"')
+        'optim_wrapper.optimizer.lr=0.01 train_dataloader.dataset.data_root=data/x')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='job launcher (pytorch = torchrun)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
