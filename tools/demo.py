@@ -498,7 +498,7 @@ def parse_args(argv=None):
                    help='skip training where the final checkpoint exists')
     p.add_argument('--det', action='store_true', help='also run the Mask R-CNN demo')
     p.add_argument('--det-only', action='store_true', help='only the Mask R-CNN demo')
-    p.add_argument('--det-iters', type=int, default=600)
+    p.add_argument('--det-iters', type=int, default=300)
     p.add_argument('--det-variants', nargs='+', default=['sapa'], choices=['sapa', 'nearest'])
     args = p.parse_args(argv)
     if GLOBAL_BATCH % args.nproc:

@@ -20,7 +20,7 @@ num_classes = len(classes)
 image_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
 fpn_channels = 64
-max_iters = 600
+max_iters = 300
 
 model = dict(
     type='MaskRCNN',
