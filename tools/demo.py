@@ -507,6 +507,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    import warnings
+    warnings.filterwarnings('ignore', category=UserWarning, module=r'mm(seg|det|engine|cv)')
     args = parse_args(argv)
     t_start = time.time()
     args.work_dir = osp.abspath(args.work_dir)
