@@ -173,6 +173,22 @@ def check_ok(proc):
 if 'pytest' in sys.modules:
     import pytest
 
+    @pytest.fixture(autouse=True)
+    def _isolate_default_scope():
+        """Undo the mmengine default scope a test set (e.g. by building a Runner).
+
+        ``Registry.build`` resolves types in the *current* default scope, so a test
+        that leaves 'mmdet' current would make a later ``mmseg`` build fail.
+        """
+        mod = sys.modules.get('mmengine.registry.default_scope')
+        saved = dict(mod.DefaultScope._instance_dict) if mod else {}
+        yield
+        mod = sys.modules.get('mmengine.registry.default_scope')
+        if mod is not None:
+            instances = mod.DefaultScope._instance_dict
+            instances.clear()
+            instances.update(saved)
+
     @pytest.fixture(scope='session')
     def seg_data(tmp_path_factory):
         return make_seg_dataset(str(tmp_path_factory.mktemp('tiny_seg')))

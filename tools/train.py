@@ -192,6 +192,9 @@ def _dataset_roots(dataset, where):
 def check_data_roots(cfg, loaders):
     """Fail early, saying where to get the data, when a dataset is missing.
 
+    A config may add its own advice with a top-level ``data_hint`` string
+    (e.g. how to generate the data), appended to the message.
+
     Uses :func:`sapa_mm.datasets.check_data_roots` (knows ADE20K / COCO); the
     loop below is the fallback for a tree without that module.
     """
@@ -199,11 +202,13 @@ def check_data_roots(cfg, loaders):
         from sapa_mm.datasets import check_data_roots as check_known
     except ImportError:
         check_known = None
+    hint = cfg.get('data_hint')
+    hint = f'\n{hint}' if isinstance(hint, str) and hint else ''
     if check_known is not None:
         try:
             check_known(cfg, loaders)
         except FileNotFoundError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f'{exc}{hint}') from None
     for loader in loaders:
         loader_cfg = cfg.get(loader)
         if not isinstance(loader_cfg, dict):
@@ -214,7 +219,7 @@ def check_data_roots(cfg, loaders):
                 raise UserError(
                     f"dataset root '{root}' ({key}) does not exist; create the "
                     'data there or point the config at it, e.g. --cfg-options '
-                    f'{key}=/path/to/data')
+                    f'{key}=/path/to/data{hint}')
 
 
 def start_distributed(cfg):
