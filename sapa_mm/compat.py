@@ -12,7 +12,9 @@ works (GPU runs, old torch):
    never switch to ``weights_only=False``. A checkpoint that pickles anything else
    (e.g. a ``__reduce__`` that would call ``os.system``) is refused before any of
    its code can run, with :class:`UnsafeCheckpointError` saying which global it
-   wanted.
+   wanted. Local checkpoint files are also checked against the CRC-32 that
+   ``torch.save`` stores per entry (``torch.load`` ignores it), so a truncated or
+   damaged file raises :class:`CorruptCheckpointError` instead of loading garbage.
 2. **Distributed training on a CPU-only machine.** mmengine's launchers call
    ``torch.cuda.set_device`` and use the ``nccl`` backend, and the runner wraps the
    model with ``device_ids=[LOCAL_RANK]``. When no GPU is usable we initialise the
@@ -25,15 +27,19 @@ registered when numpy is importable.
 """
 import logging
 import os
+import os.path as osp
 import pickle
 import re
 import subprocess
 import warnings
+import zipfile
+import zlib
 
 import torch
 
 __all__ = [
-    'UnsafeCheckpointError', 'apply', 'applied', 'safe_checkpoint_globals',
+    'UnsafeCheckpointError', 'CorruptCheckpointError', 'verify_checkpoint_file',
+    'load_checkpoint_safely', 'apply', 'applied', 'safe_checkpoint_globals',
     'cpu_distributed', 'init_distributed'
 ]
 
@@ -148,23 +154,90 @@ def _refusal(filename, err):
         'its plain contents (e.g. the state_dict) to a new file.')
 
 
+_UNSAFE_MARKERS = ('Unsupported global', 'GLOBAL ', 'unrecognized function',
+                   'Unsupported class', 'is blocked')
+
+
 def _is_weights_only_refusal(err):
-    return isinstance(err, pickle.UnpicklingError) and (
-        'weights_only' in str(err) or 'Weights only' in str(err)
-        or 'Unsupported global' in str(err))
+    """The weights_only unpickler refused a global / callable / class."""
+    return isinstance(err, pickle.UnpicklingError) and any(
+        m in str(err) for m in _UNSAFE_MARKERS)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or damaged; nothing was loaded."""
+
+    def __init__(self, filename, reason):
+        self.filename = filename
+        self.reason = reason
+        super().__init__(f"checkpoint '{filename}' is corrupted or truncated "
+                         f'({reason}); nothing was loaded')
+
+
+def verify_checkpoint_file(filename):
+    """Raise :class:`CorruptCheckpointError` unless ``filename`` is intact.
+
+    ``torch.save`` writes a zip archive with a CRC-32 per entry, but
+    ``torch.load`` does not check them: flipped bytes in tensor data load
+    silently. This reads the file once and checks every entry (about 1 s per GB).
+    Files in torch's legacy (pre-1.6, non-zip) format only get a header check.
+    """
+    try:
+        with open(filename, 'rb') as f:
+            head = f.read(4)
+    except OSError:
+        return  # missing / unreadable: the loader reports that itself
+    if zipfile.is_zipfile(filename):
+        try:
+            with zipfile.ZipFile(filename) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+                NotImplementedError) as err:
+            raise CorruptCheckpointError(filename, f'unreadable zip archive: {err}')
+        if bad is not None:
+            raise CorruptCheckpointError(
+                filename, f"the data of '{bad}' fail their checksum")
+    elif head.startswith(b'PK'):
+        raise CorruptCheckpointError(
+            filename, 'the zip archive has no central directory: the file was '
+            'cut short, e.g. by a crash while saving')
+    elif not head.startswith(b'\x80'):
+        raise CorruptCheckpointError(
+            filename, 'neither a zip archive nor a pickle: not a PyTorch checkpoint')
+
+
+def _load_error(filename, err):
+    """Translate what torch.load raised into sapa_mm's errors (or None)."""
+    if _is_weights_only_refusal(err):
+        return _refusal(filename, err)
+    if isinstance(err, (pickle.UnpicklingError, EOFError)) or (
+            isinstance(err, RuntimeError)
+            and ('PytorchStreamReader' in str(err) or 'zip archive' in str(err))):
+        reason = str(err).split('WeightsUnpickler error:')[-1].strip()
+        return CorruptCheckpointError(filename, reason.splitlines()[0][:200]
+                                      if reason else type(err).__name__)
+    return None
+
+
+def _is_local_file(filename):
+    return isinstance(filename, str) and '://' not in filename and osp.isfile(
+        osp.expanduser(filename))
 
 
 def load_checkpoint_safely(filename, map_location='cpu'):
     """``torch.load`` with ``weights_only=True`` and sapa_mm's allow-list.
 
-    Raises :class:`UnsafeCheckpointError` when the file pickles anything else.
+    Raises :class:`UnsafeCheckpointError` when the file pickles anything else
+    and :class:`CorruptCheckpointError` when it is truncated or damaged.
     """
+    verify_checkpoint_file(filename)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if _is_weights_only_refusal(err):
-            raise _refusal(filename, err) from None
-        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+        mapped = _load_error(filename, err)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _patch_checkpoint_loader():
@@ -176,12 +249,15 @@ def _patch_checkpoint_loader():
     original = current.__func__
 
     def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        if _is_local_file(filename):
+            verify_checkpoint_file(osp.expanduser(filename))
         try:
             return original(cls, filename, map_location, logger)
-        except pickle.UnpicklingError as err:
-            if _is_weights_only_refusal(err):
-                raise _refusal(filename, err) from None
-            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+            mapped = _load_error(filename, err)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     load_checkpoint._sapa_mm = True
     load_checkpoint.__doc__ = original.__doc__

@@ -190,3 +190,41 @@ def test_slurm_init_on_cpu(monkeypatch, dist_calls):
     assert (os.environ['RANK'], os.environ['WORLD_SIZE'],
             os.environ['LOCAL_RANK'], os.environ['MASTER_PORT']) == \
         ('3', '4', '1', '29511')
+
+
+# --------------------------------------------------------------------------
+# damaged checkpoint files: a clear error instead of garbage weights
+# --------------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / 'ok.pth'
+    torch.save({'state_dict': {'w': torch.arange(50000.)}, 'meta': {'iter': 3}}, path)
+    return path
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == 'truncated':
+        data = data[:len(data) // 2]
+    elif how == 'flipped':  # inside the tensor data: torch.load alone would not notice
+        mid = len(data) // 2
+        data[mid:mid + 32] = bytes(b ^ 0xFF for b in data[mid:mid + 32])
+    else:
+        data = bytearray(os.urandom(2048))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('how', ['truncated', 'flipped', 'garbage'])
+def test_damaged_checkpoint_is_reported(saved, how):
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from sapa_mm.compat import CorruptCheckpointError, load_checkpoint_safely
+    assert _load_checkpoint(str(saved))['meta']['iter'] == 3  # intact: loads
+    _damage(saved, how)
+    if how == 'flipped':  # the control: plain torch.load returns wrong numbers
+        loaded = torch.load(saved, weights_only=True)['state_dict']['w']
+        assert not torch.equal(loaded, torch.arange(50000.))
+    for load in (_load_checkpoint, load_checkpoint_safely):
+        with pytest.raises(CorruptCheckpointError, match='corrupted or truncated') as info:
+            load(str(saved))
+        assert info.value.filename == str(saved)

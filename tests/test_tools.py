@@ -89,6 +89,22 @@ def test_seg_auto_resume(seg_trained, tmp_path):
     assert osp.isfile(osp.join(work_dir, 'iter_6.pth'))
 
 
+def test_seg_resume_from_truncated_checkpoint(seg_trained, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    shutil.copytree(seg_trained['work_dir'], work_dir)
+    latest = osp.join(work_dir, 'iter_4.pth')
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(latest)
+    with open(latest, 'r+b') as f:
+        f.truncate(osp.getsize(latest) // 2)
+    proc = run_tool(['train.py', SEG_CONFIG, '--work-dir', work_dir, '--resume',
+                     '--cfg-options', 'train_cfg.max_iters=6'],
+                    env=tool_env(TINY_SEG_ROOT=seg_trained['data']))
+    _assert_clean_error(proc, 'iter_4.pth', 'corrupted or truncated',
+                        f'--resume {osp.join(work_dir, "iter_2.pth")}')
+    assert not osp.exists(osp.join(work_dir, 'iter_6.pth'))
+
+
 def test_seg_test_prints_miou_and_writes_outputs(seg_trained, tmp_path):
     ckpt = osp.join(seg_trained['work_dir'], 'iter_4.pth')
     out_dir, show_dir = tmp_path / 'pred', tmp_path / 'show'

@@ -20,6 +20,7 @@ This file also holds the helpers that ``tools/test.py`` shares.
 """
 import argparse
 import difflib
+import glob
 import importlib
 import os
 import os.path as osp
@@ -72,10 +73,10 @@ def _registry_suggestion(name, scope, registry_name):
 def explain(exc):
     """One-line message for a known kind of input error, or None."""
     try:
-        from sapa_mm.compat import UnsafeCheckpointError
+        from sapa_mm.compat import CorruptCheckpointError, UnsafeCheckpointError
     except ImportError:  # torch itself is missing
-        UnsafeCheckpointError = UserError
-    if isinstance(exc, (UserError, UnsafeCheckpointError)):
+        CorruptCheckpointError = UnsafeCheckpointError = UserError
+    if isinstance(exc, (UserError, UnsafeCheckpointError, CorruptCheckpointError)):
         return str(exc)
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     found = _NOT_REGISTERED.search(text)
@@ -245,6 +246,24 @@ def build_runner(cfg):
     return Runner.from_cfg(cfg)
 
 
+def _checkpoint_number(path):
+    found = re.findall(r'\d+', osp.basename(path))
+    return (int(found[-1]) if found else -1, osp.getmtime(path))
+
+
+def older_checkpoints_hint(bad):
+    """Advice naming the other checkpoints next to a corrupted one."""
+    folder = osp.dirname(osp.abspath(bad))
+    others = [p for p in glob.glob(osp.join(folder, '*.pth'))
+              if osp.abspath(p) != osp.abspath(bad)]
+    if not others:
+        return ''
+    others.sort(key=_checkpoint_number, reverse=True)
+    names = ', '.join(osp.basename(p) for p in others[:5])
+    return (f'\nother checkpoints in {folder}: {names}; resume from the newest '
+            f'intact one with --resume {others[0]}')
+
+
 def gpu_available():
     import torch
     return torch.cuda.is_available()
@@ -303,7 +322,13 @@ def main(argv=None):
         if find_latest_checkpoint(cfg.work_dir) is None:
             runner.logger.warning(f'--resume: no checkpoint in {cfg.work_dir}; '
                                   'training from scratch')
-    runner.train()
+    from sapa_mm.compat import CorruptCheckpointError
+    try:
+        runner.train()
+    except CorruptCheckpointError as exc:
+        if not cfg.get('resume'):
+            raise
+        raise UserError(f'{exc}{older_checkpoints_hint(exc.filename)}') from None
     return 0
 
 
