@@ -155,7 +155,7 @@ def _refusal(filename, err):
 
 
 _UNSAFE_MARKERS = ('Unsupported global', 'GLOBAL ', 'unrecognized function',
-                   'Unsupported class', 'is blocked')
+                   'Unsupported class', 'is blocked', 'not allowed in a checkpoint')
 
 
 def _is_weights_only_refusal(err):

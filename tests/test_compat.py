@@ -228,3 +228,19 @@ def test_damaged_checkpoint_is_reported(saved, how):
         with pytest.raises(CorruptCheckpointError, match='corrupted or truncated') as info:
             load(str(saved))
         assert info.value.filename == str(saved)
+
+
+class _AttributeWalk:
+    """Pickles as getattr(HistoryBuffer, 'update'): a method that is no statistic."""
+
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return (getattr, (HistoryBuffer, 'update'))
+
+
+def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
+    from sapa_mm.compat import UnsafeCheckpointError, load_checkpoint_safely
+    path = tmp_path / 'walk.pth'
+    torch.save({'x': _AttributeWalk()}, path)
+    with pytest.raises(UnsafeCheckpointError, match='refusing to load'):
+        load_checkpoint_safely(str(path))
