@@ -260,8 +260,15 @@ def older_checkpoints_hint(bad):
         return ''
     others.sort(key=_checkpoint_number, reverse=True)
     names = ', '.join(osp.basename(p) for p in others[:5])
-    return (f'\nother checkpoints in {folder}: {names}; resume from the newest '
-            f'intact one with --resume {others[0]}')
+    from sapa_mm.compat import CorruptCheckpointError, verify_checkpoint_file
+    for candidate in others:
+        try:
+            verify_checkpoint_file(candidate)
+        except CorruptCheckpointError:
+            continue
+        return (f'\nother checkpoints in {folder}: {names}; the newest intact one '
+                f'is {osp.basename(candidate)}: --resume {candidate}')
+    return f'\nother checkpoints in {folder}: {names} (none of them is intact)'
 
 
 def gpu_available():
