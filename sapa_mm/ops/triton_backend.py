@@ -56,6 +56,17 @@ if AVAILABLE:
         return iy * W + ix, valid, nmask
 
     @triton.jit
+    def _window_dot(hi_ptr, lo_ptr, C, p, pmask, nbr, valid, HW, HWs, ACC: tl.constexpr,
+                    BLOCK_KK: tl.constexpr, BLOCK_P: tl.constexpr):
+        """(taps x pixels) tile of sum_c hi[c, p] * lo[c, window tap of p]."""
+        acc = tl.zeros((BLOCK_KK, BLOCK_P), dtype=ACC)
+        for c in range(C):
+            hc = tl.load(hi_ptr + c * HWs + p, mask=pmask, other=0.).to(ACC)
+            lc = tl.load(lo_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
+            acc += hc[None, :] * lc
+        return acc
+
+    @triton.jit
     def _correlate_kernel(g_ptr, v_ptr, out_ptr, C, H, W, K: tl.constexpr,
                           S: tl.constexpr, ACC: tl.constexpr,
                           BLOCK_KK: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -66,13 +77,8 @@ if AVAILABLE:
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < HWs
         nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
-        g_ptr += b * C * HWs
-        v_ptr += b * C * HW
-        acc = tl.zeros((BLOCK_KK, BLOCK_P), dtype=ACC)
-        for c in range(C):
-            gc = tl.load(g_ptr + c * HWs + p, mask=pmask, other=0.).to(ACC)
-            vc = tl.load(v_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
-            acc += gc[None, :] * vc
+        acc = _window_dot(g_ptr + b * C * HWs, v_ptr + b * C * HW, C, p, pmask, nbr, valid,
+                          HW, HWs, ACC, BLOCK_KK, BLOCK_P)
         n = tl.arange(0, BLOCK_KK)
         out_ptr += b * (K * K) * HWs
         tl.store(out_ptr + n[:, None] * HWs + p[None, :],
@@ -172,13 +178,8 @@ if AVAILABLE:
         pmask = p < HWs
         nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
 
-        q_ptr += b * D * HWs
-        k_ptr += b * D * HW
-        logit = tl.zeros((BLOCK_KK, BLOCK_P), dtype=ACC)
-        for c in range(D):
-            qc = tl.load(q_ptr + c * HWs + p, mask=pmask, other=0.).to(ACC)
-            kc = tl.load(k_ptr + c * HW + nbr, mask=valid, other=0.).to(ACC)
-            logit += qc[None, :] * kc
+        logit = _window_dot(q_ptr + b * D * HWs, k_ptr + b * D * HW, D, p, pmask, nbr, valid,
+                            HW, HWs, ACC, BLOCK_KK, BLOCK_P)
         # Out-of-image taps keep logit 0 and take part in the softmax (zero padding
         # of the key); only the power-of-two padding of the tap axis is excluded.
         logit = tl.where(nmask[:, None], logit, float('-inf'))
