@@ -1,4 +1,5 @@
 # Mask R-CNN R50-FPN, COCO, 1x: SAPA-B (d=32) in the three FPN top-down steps.
 _base_ = ['./_base_/mask-rcnn_r50_fpn_1x_coco.py']
 
-model = dict(neck=dict(upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32)))
+model = dict(
+    neck=dict(upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='GN')))

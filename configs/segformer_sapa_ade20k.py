@@ -3,4 +3,5 @@
 _base_ = ['./_base_/segformer_mit-b1_ade20k-512x512.py']
 
 model = dict(
-    decode_head=dict(upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32)))
+    decode_head=dict(upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
+                                     norm='LN')))

@@ -18,18 +18,23 @@ SEG_ROWS = {
     'segformer_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
                                     compressed_channels=64),
     'segformer_sapa_i_ade20k': dict(type='SAPA', variant='I', kernel_size=5),
-    'segformer_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32),
-    'segformer_sapa_g_ade20k': dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32),
+    # the norm of the code behind each row: LayerNorm for SegFormer (conference code),
+    # GroupNorm(32) for UPerNet and FPN (journal code and its mmseg/mmdet ports)
+    'segformer_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
+                                  norm='LN'),
+    'segformer_sapa_g_ade20k': dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32,
+                                    norm='LN'),
     'upernet_r50_bilinear_ade20k': dict(type='bilinear'),
-    'upernet_r50_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32),
+    'upernet_r50_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
+                                    norm='GN'),
 }
 DET_ROWS = {
     'faster_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'faster_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
-                                             embed_dim=32),
+                                             embed_dim=32, norm='GN'),
     'mask_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
-                                           embed_dim=32),
+                                           embed_dim=32, norm='GN'),
 }
 ROWS = {**SEG_ROWS, **DET_ROWS}
 FAMILIES = {

@@ -77,21 +77,76 @@ def test_boundary_iou_metric_in_mmseg_registry():
 # --------------------------------------------------------------------------
 # configs
 # --------------------------------------------------------------------------
-def test_demo_seg_variants_differ_only_in_upsample_cfg():
+def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
     from mmengine.config import Config
-    cfgs = {v: Config.fromfile(osp.join(DEMO_CONFIGS, f'segformer_demo_{v}.py'))
-            for v in ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g')}
-    ups = {}
-    base = None
-    for v, cfg in cfgs.items():
-        d = cfg.to_dict()
+    ups, base = {}, None
+    for v in variants:
+        d = Config.fromfile(osp.join(DEMO_CONFIGS, f'{prefix}_{v}.py')).to_dict()
         ups[v] = d['model']['decode_head'].pop('upsample_cfg')
-        assert d['model']['decode_head']['type'] == 'GuidedSegformerHead'
-        assert d['val_evaluator'][1]['type'] == 'BoundaryIoUMetric'
+        assert d['model']['decode_head']['type'] == head_type
+        assert [e['type'] for e in d['val_evaluator']] == [
+            'IoUMetric', 'BoundaryIoUMetric', 'SegLossMetric']
+        assert d['crop_size'] == (256, 256)  # stage 4 of the SegFormer is 8x8
         base = base or d
         assert d == base, v
+    return ups
+
+
+def test_demo_segformer_variants_differ_only_in_upsample_cfg():
+    ups = _variants_differ_only_in_upsample_cfg(
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g'), 'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
     assert [ups[v]['variant'] for v in ('sapa_i', 'sapa_b', 'sapa_g')] == ['I', 'B', 'G']
+
+
+def test_demo_segnet_variants_differ_only_in_upsample_cfg():
+    ups = _variants_differ_only_in_upsample_cfg(
+        'segnet_demo', ('nearest', 'bilinear', 'sapa_b'), 'SegNetHead')
+    assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
+    assert ups['sapa_b']['type'] == 'SAPA' and ups['sapa_b']['variant'] == 'B'
+
+
+def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
+    """Built from its config as tools/train.py does: four ×2 SAPA-B steps, each guided
+    by the encoder stage of its target scale (no other path from encoder to output)."""
+    import torch
+    from sapa_mm.flops import build_model
+    from sapa_mm.layers import SAPA
+    from test_configs import _seg_batch
+    torch.manual_seed(0)
+    model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa_b.py'))
+    model.init_weights()
+    head = model.decode_head
+    assert [type(u) for u in head.upsamplers] == [SAPA] * 4
+    assert [u.in_channels for u in head.upsamplers] == [16, 32, 64, 64]
+    guides = []
+    for up in head.upsamplers:
+        up.register_forward_hook(lambda m, args, out: guides.append(
+            (tuple(args[0].shape[2:]), tuple(args[1].shape[2:]), tuple(out.shape[2:]))))
+    inputs, samples = _seg_batch(67, 90, num_classes=6)  # odd sizes
+    loss, _ = model.parse_losses(model.loss(inputs, samples))
+    loss.backward()
+    # deepest step first: 5x6 -> 9x12 (guide: stage 3), ..., 34x45 -> 67x90 (stage 0)
+    assert guides == [((5, 6), (9, 12), (9, 12)), ((9, 12), (17, 23), (17, 23)),
+                      ((17, 23), (34, 45), (34, 45)), ((34, 45), (67, 90), (67, 90))]
+    for p in head.upsamplers.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_seg_loss_metric_is_the_mean_pixel_cross_entropy():
+    import torch
+    import torch.nn.functional as F
+    from mmseg.registry import METRICS
+    import sapa_mm.seg  # noqa: F401
+    metric = METRICS.build(dict(type='SegLossMetric'))
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    label = torch.randint(0, 3, (2, 8, 8), generator=g)
+    label[1, :2] = 255
+    metric.process({}, [dict(seg_logits=dict(data=logits[i]), gt_sem_seg=dict(data=label[i:i + 1]))
+                        for i in range(2)])
+    want = F.cross_entropy(logits, label, ignore_index=255).item()
+    assert metric.evaluate(2)['val_loss'] == pytest.approx(want, abs=1e-4)
 
 
 def test_demo_mask_rcnn_uses_guided_fpn_with_sapa():
@@ -120,52 +175,61 @@ def _table_rows(stdout):
     rows = {}
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
-        if len(cells) >= 7 and cells[0] in ('bilinear', 'SAPA-B', 'SAPA-I', 'SAPA-G'):
-            rows[cells[0]] = cells
+        if len(cells) >= 8 and cells[0] in ('NN', 'bilinear', 'SAPA-B', 'SAPA-I', 'SAPA-G'):
+            rows.setdefault(cells[0], []).append(cells)
     return rows
 
 
 @pytest.mark.slow
 def test_main_command_shortened(tmp_path):
     """`bash tools/demo.sh` with a short schedule: sets up (already done: seconds),
-    builds the data, trains bilinear and SAPA-B, evaluates, prints the table and
-    writes the curves and the comparison figure."""
+    builds the data, runs both experiments (SegFormer bilinear / SAPA-B, SegNet NN /
+    bilinear / SAPA-B), evaluates, prints both tables and writes both experiments'
+    curves and comparison figures."""
     work = tmp_path / 'demo'
     env = tool_env(SAPA_VENV=sys.prefix)
     proc = subprocess.run(
-        ['bash', osp.join(TOOLS, 'demo.sh'), '--iters', '30', '--progress', '10',
+        ['bash', osp.join(TOOLS, 'demo.sh'), '--iters', '20', '--segnet-iters', '20',
+         '--segnet-val-interval', '10', '--progress', '10',
          '--work-dir', str(work), '--data', str(tmp_path / 'data')],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     check_ok(proc)
     out = proc.stdout
-    # visible progress for both variants
-    for name in ('bilinear', 'SAPA-B'):
-        assert re.search(rf'\[demo\] {name}: iter\s+10/30', out), out[-3000:]
-        assert re.search(rf'\[demo\] {name}: iter\s+30/30', out), out[-3000:]
+    # visible progress for every run
+    for name in ('segformer bilinear', 'segformer SAPA-B', 'segnet NN', 'segnet bilinear',
+                 'segnet SAPA-B'):
+        assert re.search(rf'\[demo\] {name}: iter\s+10/20', out), out[-3000:]
+        assert re.search(rf'\[demo\] {name}: iter\s+20/20', out), out[-3000:]
     rows = _table_rows(out)
-    assert set(rows) == {'bilinear', 'SAPA-B'}, out[-3000:]
+    assert {k: len(v) for k, v in rows.items()} == {'bilinear': 2, 'SAPA-B': 2, 'NN': 1}, out[-3000:]
     res = json.load(open(work / 'results.json'))
-    seg = res['segmentation']
-    for v in ('bilinear', 'sapa_b'):
-        r = seg[v]
-        assert 0 <= r['mBIoU'] <= r['mIoU'] <= 100  # edges are harder than interiors
-        assert r['s_per_step'] > 0 and r['s_per_iter'] > 0
-        assert osp.isfile(r['checkpoint'])
-    # the table prints what was measured
-    assert rows['SAPA-B'][1] == f"{seg['sapa_b']['mIoU']:.2f}"
-    assert rows['bilinear'][2] == f"{seg['bilinear']['mBIoU']:.2f}"
-    # SAPA-B adds parameters and MACs (the head's six upsamplers)
-    assert seg['sapa_b']['params'] > seg['bilinear']['params']
-    assert seg['sapa_b']['macs'] > seg['bilinear']['macs']
-    assert seg['bilinear']['upsampler_params'] == 0
-    # it learned something in 30 iterations (chance-level mIoU is ~10 %)
-    assert max(seg['bilinear']['mIoU'], seg['sapa_b']['mIoU']) > 20
-    for name in ('curves.png', 'comparison.png'):
-        path = work / name
-        with open(path, 'rb') as f:
-            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-        assert os.path.getsize(path) > 20_000
-    assert (work / 'results.md').read_text().count('|') > 20
+    seg, segnet = res['segformer'], res['segnet']
+    for runs in (seg, segnet):
+        for r in runs.values():
+            assert 0 <= r['mBIoU'] <= r['mIoU'] <= 100  # edges are harder than interiors
+            assert r['s_per_step'] > 0 and r['s_per_iter'] > 0 and r['val_loss'] > 0
+            assert osp.isfile(r['checkpoint'])
+        # SAPA-B adds parameters and MACs
+        assert runs['sapa_b']['params'] > runs['bilinear']['params']
+        assert runs['sapa_b']['macs'] > runs['bilinear']['macs']
+        assert runs['bilinear']['upsampler_params'] == 0
+    # the tables print what was measured (SegFormer first, then SegNet)
+    assert rows['SAPA-B'][0][1] == f"{seg['sapa_b']['mIoU']:.2f}"
+    assert rows['SAPA-B'][1][3] == f"{segnet['sapa_b']['val_loss']:.4f}"
+    assert rows['NN'][0][2] == f"{segnet['nearest']['mBIoU']:.2f}"
+    # the SegNet curves have a validation loss every 10 iterations
+    sys.path.insert(0, TOOLS)
+    from demo import read_scalars
+    for r in segnet.values():
+        _, val = read_scalars(r['work_dir'])
+        assert [v['step'] for v in val] == [10, 20] and all(v['val_loss'] > 0 for v in val)
+    for experiment in ('segformer', 'segnet'):
+        for name in (f'curves_{experiment}.png', f'comparison_{experiment}.png'):
+            path = work / name
+            with open(path, 'rb') as f:
+                assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+            assert os.path.getsize(path) > 20_000
+    assert (work / 'results.md').read_text().count('|') > 40
 
 
 @pytest.mark.slow

@@ -1,24 +1,34 @@
 #!/usr/bin/env python
-"""The SAPA demo: bilinear vs SAPA-B in a CPU-sized SegFormer, end to end.
+"""The SAPA demo: two experiments on the embedded data, end to end on a CPU.
 
     python tools/demo.py                          # what `bash tools/demo.sh` runs
+    python tools/demo.py --experiments segnet     # one experiment only
     python tools/demo.py --iters 100 --variants bilinear sapa_i sapa_b sapa_g
     python tools/demo.py --nproc 2                # each training under torchrun, 2 processes
     python tools/demo.py --det                    # also the Mask R-CNN demo (bbox / segm AP)
 
+Experiments (configs/demo/; the variants of one experiment differ only in the
+upsample_cfg of the model's head):
+
+* ``segformer``: a CPU-sized SegFormer (GuidedSegformerHead) at 256x256, where the
+  stage-4 map is 8x8 and a 5x5 SAPA window lies mostly inside the image as at the
+  paper's 512x512; bilinear vs SAPA-B.
+* ``segnet``: the SAPA authors' toy protocol: a SegNet-shaped encoder-decoder whose
+  decoder steps are the upsampler under test (NN, bilinear, SAPA-B guided by the
+  encoder feature), constant learning rate, validation loss every epoch.
+
 Steps (everything under --work-dir, default work_dirs/demo):
 
 1. builds the embedded data with tools/make_demo_data.py unless it is there;
-2. trains each variant (configs/demo/segformer_demo_<variant>.py; the variants
-   differ only in the head's upsample_cfg) with tools/train.py, printing progress;
-3. evaluates the last checkpoint with tools/test.py: mIoU and boundary IoU
-   (mBIoU, sapa_mm/seg/metrics.py);
-4. counts parameters and FLOPs (multiply-accumulates at 128x128, sapa_mm.flops)
-   and reads the training time per iteration from the training logs;
-5. prints a comparison table and writes ``results.json``, ``results.md``,
-   ``curves.png`` (training loss and validation mIoU / mBIoU of every variant)
-   and ``comparison.png`` (input, ground truth, the predictions and the upsampled
-   stage-4 feature maps of every variant, side by side).
+2. trains each variant with tools/train.py, printing progress;
+3. evaluates the last checkpoint with tools/test.py: mIoU, boundary IoU (mBIoU,
+   sapa_mm/seg/metrics.py) and the validation loss;
+4. counts parameters and FLOPs (multiply-accumulates at the crop size, sapa_mm.flops)
+   and times a training step of every variant side by side;
+5. prints one table per experiment and writes ``results.json``, ``results.md``,
+   ``curves_<experiment>.png`` (training and validation loss, validation mIoU /
+   mBIoU) and ``comparison_<experiment>.png`` (input, ground truth, the predictions
+   and the upsampled feature maps of every variant, side by side).
 
 The numbers printed are whatever this run measured.
 """
@@ -45,10 +55,23 @@ if ROOT not in sys.path:
 import make_demo_data  # noqa: E402
 
 VARIANTS = {
+    'nearest': 'NN',
     'bilinear': 'bilinear',
     'sapa_i': 'SAPA-I',
     'sapa_b': 'SAPA-B',
     'sapa_g': 'SAPA-G',
+}
+# name -> configs/demo/<config prefix>_<variant>.py, what the table calls the model,
+# the variants available and run by default, and where its iterations come from.
+EXPERIMENTS = {
+    'segformer': dict(
+        prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
+        choices=('bilinear', 'sapa_i', 'sapa_b', 'sapa_g'), default=('bilinear', 'sapa_b'),
+        feature='stage-4 feat.'),
+    'segnet': dict(
+        prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
+        choices=('nearest', 'bilinear', 'sapa_b'), default=('nearest', 'bilinear', 'sapa_b'),
+        feature='last decoder step'),
 }
 SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_{}.py')
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_demo_{}.py')
@@ -150,15 +173,18 @@ def train_cmd(config, work_dir, options, nproc=1, nnodes=1, node_rank=0, port=No
 
 
 def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=False,
-                ckpt_interval=None, log_interval=10):
+                ckpt_interval=None, log_interval=10, experiment='segformer'):
     """--cfg-options for a schedule of ``iters`` iterations at the global batch
     of the demo config (split over ``world_size`` processes)."""
     val_interval = val_interval or max(iters // 4, 1)
-    warmup = max(min(30, iters // 5), 1)
+    if experiment == 'segformer':  # linear warm-up, then poly decay to 0
+        warmup = max(min(30, iters // 5), 1)
+        sched = [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+                 f'param_scheduler.1.end={iters}']
+    else:  # constant learning rate
+        sched = [f'param_scheduler.0.end={iters}']
     opts = [
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={val_interval}',
-        f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-        f'param_scheduler.1.end={iters}',
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={val_interval}', *sched,
         f'default_hooks.checkpoint.interval={ckpt_interval or val_interval}',
         f'default_hooks.logger.interval={log_interval}', f'randomness.seed={seed}',
         f'train_dataloader.batch_size={GLOBAL_BATCH // world_size}',
@@ -217,7 +243,7 @@ def complexity(config):
                 upsampler_macs=c['upsampler_macs'], input_shape=list(c['input_shape']))
 
 
-def benchmark(configs, reps=8, batch=GLOBAL_BATCH, size=128, num_classes=6):
+def benchmark(configs, size, reps=8, batch=GLOBAL_BATCH, num_classes=6):
     """Seconds per training step (forward, loss, backward, AdamW step) of each
     config's model on a random batch, median over ``reps`` rounds. The models take
     turns within every round, so a burst of load from other programs on the
@@ -255,28 +281,33 @@ def benchmark(configs, reps=8, batch=GLOBAL_BATCH, size=128, num_classes=6):
 # --------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------
-def plot_curves(runs, path):
+def plot_curves(runs, path, title):
+    """Training and validation loss (left), validation mIoU and boundary IoU (right)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, run in runs.items():
         train, val = read_scalars(run['work_dir'])
-        axes[0].plot([r['step'] for r in train], [r['loss'] for r in train],
-                     label=VARIANTS[name])
-        if val:
-            steps = [r['step'] for r in val]
-            line, = axes[1].plot(steps, [r['mIoU'] for r in val], marker='o',
-                                 label=f'{VARIANTS[name]} mIoU')
-            axes[1].plot(steps, [r.get('mBIoU', float('nan')) for r in val], marker='s',
-                         linestyle='--', color=line.get_color(),
-                         label=f'{VARIANTS[name]} boundary IoU')
-    axes[0].set(title='training loss', xlabel='iteration', ylabel='cross-entropy')
-    axes[0].set_yscale('log')
+        line, = axes[0].plot([r['step'] for r in train], [r['loss'] for r in train],
+                             alpha=0.6, label=f'{VARIANTS[name]} train')
+        colour = line.get_color()
+        if not val:
+            continue
+        steps = [r['step'] for r in val]
+        if 'val_loss' in val[0]:
+            axes[0].plot(steps, [r['val_loss'] for r in val], marker='o', color=colour,
+                         linewidth=2, label=f'{VARIANTS[name]} validation')
+        axes[1].plot(steps, [r['mIoU'] for r in val], marker='o', color=colour,
+                     label=f'{VARIANTS[name]} mIoU')
+        axes[1].plot(steps, [r.get('mBIoU', float('nan')) for r in val], marker='s',
+                     linestyle='--', color=colour, label=f'{VARIANTS[name]} boundary IoU')
+    axes[0].set(title='loss (cross-entropy)', xlabel='iteration', yscale='log')
     axes[1].set(title='validation (demo set)', xlabel='iteration', ylabel='%')
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -313,28 +344,34 @@ def load_seg_model(config, checkpoint):
     return model.eval()
 
 
+def upsampled_feature_module(model):
+    """The upsampler whose last output a figure shows: for the SegFormer head the
+    last step that brings stage 4 to 1/4 scale (the stock resize's last call is
+    stage 4 too); for the SegNet decoder its last, full-resolution step."""
+    head = model.decode_head
+    if hasattr(head, 'cascade'):
+        return head.upsamplers[-1][-1] if head.cascade else head.resizer
+    return head.upsamplers[0]
+
+
 def predict_with_features(model, img):
-    """Label map, and the stage-4 feature after the head brought it to 1/4 scale
-    (what the upsampler made of it), for one RGB uint8 image."""
+    """Label map and the upsampled feature (``upsampled_feature_module``'s output,
+    caught by a forward hook) for one RGB uint8 image."""
     import torch
     import torch.nn.functional as F
     pre = model.data_preprocessor
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
     x = (x - pre.mean.view(1, 3, 1, 1)) / pre.std.view(1, 3, 1, 1)
-    with torch.no_grad():
-        head = model.decode_head
-        inputs = head._transform_inputs(model.extract_feat(x))
-        projected = [conv(f) for conv, f in zip(head.convs, inputs)]
-        if head.cascade:
-            y = projected[-1]
-            for t, up in enumerate(head.upsamplers[-1]):
-                y = up(y, projected[-2 - t])
-        else:
-            y = head.resizer(projected[-1], inputs[0])
-        logits = model._forward(x)
-        logits = F.interpolate(logits, size=img.shape[:2], mode='bilinear',
-                               align_corners=False)
-    return logits.argmax(1)[0].numpy(), y[0].numpy(), projected[-1][0].numpy()
+    caught = []
+    hook = upsampled_feature_module(model).register_forward_hook(
+        lambda mod, args, out: caught.append(out))
+    try:
+        with torch.no_grad():
+            logits = model._forward(x)
+    finally:
+        hook.remove()
+    logits = F.interpolate(logits, size=img.shape[:2], mode='bilinear', align_corners=False)
+    return logits.argmax(1)[0].numpy(), caught[-1][0].numpy()
 
 
 def pick_images(seg_dir, n):
@@ -350,7 +387,7 @@ def pick_images(seg_dir, n):
     return [name for _, name in sorted(scores)[:n]]
 
 
-def plot_comparison(runs, seg_dir, path, n_images=3):
+def plot_comparison(runs, seg_dir, path, title, feature, n_images=3):
     import cv2
     import matplotlib
     import numpy as np
@@ -368,11 +405,11 @@ def plot_comparison(runs, seg_dir, path, n_images=3):
         panels = [(img, 'input'), (_colour(label, palette), 'ground truth')]
         feats = []
         for v, model in models.items():
-            pred, up, low = predict_with_features(model, img)
+            pred, up = predict_with_features(model, img)
             acc = 100.0 * np.mean(pred == label)
             panels.append((_colour(pred, palette), f'{VARIANTS[v]} ({acc:.1f}% px)'))
-            feats.append((_pca_rgb(up), f'{VARIANTS[v]}: stage-4 feat.\n'
-                          f'{low.shape[1]}x{low.shape[2]} -> {up.shape[1]}x{up.shape[2]}'))
+            feats.append((_pca_rgb(up), f'{VARIANTS[v]}: {feature}\n'
+                          f'{up.shape[1]}x{up.shape[2]}'))
         for col, (im, title) in enumerate(panels + feats):
             ax = axes[row, col]
             ax.imshow(im, interpolation='nearest')
@@ -380,7 +417,7 @@ def plot_comparison(runs, seg_dir, path, n_images=3):
             ax.set_yticks([])
             if row == 0 or col >= 2:
                 ax.set_title(title, fontsize=7.5)
-    fig.suptitle('demo validation images: predictions and upsampled feature maps '
+    fig.suptitle(f'{title}: predictions and upsampled feature maps '
                  '(first 3 principal components as RGB)', fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -403,48 +440,82 @@ def table(rows, columns):
                      [line(b) for b in body])
 
 
-SEG_COLUMNS = [
-    ('upsampler', lambda r: r['label']),
-    ('mIoU', lambda r: f"{r['mIoU']:.2f}"),
-    ('boundary IoU', lambda r: f"{r['mBIoU']:.2f}"),
-    ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
-    ('GFLOPs (MAC, 128x128)', lambda r: f"{r['macs'] / 1e9:.4f}"),
-    ('s/iter (batch 8)', lambda r: f"{r['s_per_step']:.3f}"),
-    ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}"),
-]
+def seg_columns(size):
+    return [
+        ('upsampler', lambda r: r['label']),
+        ('mIoU', lambda r: f"{r['mIoU']:.2f}"),
+        ('boundary IoU', lambda r: f"{r['mBIoU']:.2f}"),
+        ('val loss', lambda r: f"{r['val_loss']:.4f}"),
+        ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
+        (f'GFLOPs (MAC, {size}x{size})', lambda r: f"{r['macs'] / 1e9:.4f}"),
+        ('s/iter (batch 8)', lambda r: f"{r['s_per_step']:.3f}"),
+        ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}"),
+    ]
 
 
 # --------------------------------------------------------------------------
-def run_segmentation(args, data_root):
+def train_and_evaluate(args, data_root, experiment, variants, iters, val_interval):
+    """Train and evaluate every variant of one experiment; returns {variant: run}."""
     runs = {}
     world = args.nproc
-    opts = seg_options(args.iters, args.val_interval, args.seed, world_size=world,
-                       deterministic=args.deterministic)
+    opts = seg_options(iters, val_interval, args.seed, world_size=world,
+                       deterministic=args.deterministic, ckpt_interval=iters,
+                       experiment=experiment)
     env = tool_env(data_root, threads=max(1, (os.cpu_count() or 2) // world)
                    if world > 1 else None)
-    for i, v in enumerate(args.variants):
-        config = SEG_CONFIG.format(v)
-        wd = osp.join(args.work_dir, v)
-        ckpt = osp.join(wd, f'iter_{args.iters}.pth')
+    prefix = EXPERIMENTS[experiment]['prefix']
+    for i, v in enumerate(variants):
+        config = osp.join(ROOT, 'configs', 'demo', f'{prefix}_{v}.py')
+        wd = osp.join(args.work_dir, experiment, v)
+        ckpt = osp.join(wd, f'iter_{iters}.pth')
         name = VARIANTS[v]
         if args.reuse and osp.isfile(ckpt):
-            say(f'{name}: reusing {ckpt}')
+            say(f'{experiment} {name}: reusing {ckpt}')
             secs = float('nan')
         else:
-            say(f'[{i + 1}/{len(args.variants)}] training {name} for {args.iters} iterations '
+            say(f'{experiment} [{i + 1}/{len(variants)}] training {name} for {iters} iterations '
                 f'({world} process{"es" if world > 1 else ""}) -> {wd}')
             cmd = train_cmd(config, wd, opts, nproc=world)
-            secs = run_logged(cmd, env, osp.join(wd, 'train.log'), name, every=args.progress)
-        say(f'{name}: evaluating {osp.relpath(ckpt, ROOT)} with tools/test.py')
+            secs = run_logged(cmd, env, osp.join(wd, 'train.log'), f'{experiment} {name}',
+                              every=args.progress)
+        say(f'{experiment} {name}: evaluating {osp.relpath(ckpt, ROOT)} with tools/test.py')
         metrics = evaluate(config, ckpt, osp.join(wd, 'test'), tool_env(data_root), name)
         train_rows, _ = read_scalars(wd)
         runs[v] = dict(label=name, config=config, work_dir=wd, checkpoint=ckpt,
                        mIoU=metrics.get('mIoU', float('nan')),
                        mBIoU=metrics.get('mBIoU', float('nan')),
+                       val_loss=metrics.get('val_loss', float('nan')),
                        aAcc=metrics.get('aAcc', float('nan')),
                        train_seconds=secs, s_per_iter=time_per_iter(train_rows))
-        say(f'{name}: mIoU {runs[v]["mIoU"]:.2f}  boundary IoU {runs[v]["mBIoU"]:.2f}')
+        say(f'{experiment} {name}: mIoU {runs[v]["mIoU"]:.2f}  boundary IoU '
+            f'{runs[v]["mBIoU"]:.2f}  val loss {runs[v]["val_loss"]:.4f}')
     return runs
+
+
+def run_experiment(args, data_root, experiment):
+    """One experiment end to end; returns (runs, the lines of its report)."""
+    spec = EXPERIMENTS[experiment]
+    variants = args.variants if experiment == 'segformer' else args.segnet_variants
+    iters = args.iters if experiment == 'segformer' else args.segnet_iters
+    val_interval = args.val_interval if experiment == 'segformer' else args.segnet_val_interval
+    runs = train_and_evaluate(args, data_root, experiment, variants, iters, val_interval)
+    say(f'{experiment}: counting parameters and FLOPs')
+    for r in runs.values():
+        r.update(complexity(r['config']))
+    size = runs[variants[0]]['input_shape'][0]
+    say(f'{experiment}: timing a training step of each variant (interleaved, median of 8)')
+    for v, t in benchmark({v: r['config'] for v, r in runs.items()}, size).items():
+        runs[v]['s_per_step'] = t
+    title = f'{spec["title"]}, {iters} iterations, seed {args.seed}'
+    lines = [f'{experiment}: {title}, demo validation set', '',
+             table(list(runs.values()), seg_columns(size)), '']
+    if not args.no_figures:
+        curves = osp.join(args.work_dir, f'curves_{experiment}.png')
+        plot_curves(runs, curves, title)
+        comp = osp.join(args.work_dir, f'comparison_{experiment}.png')
+        plot_comparison(runs, osp.join(data_root, 'seg'), comp, spec['title'], spec['feature'])
+        say(f'{experiment}: figures {curves}, {comp}')
+    return runs, lines
 
 
 def run_detection(args, data_root):
@@ -481,11 +552,21 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     p.add_argument('--data', default=make_demo_data.DEFAULT_OUT,
                    help='demo data root (built there if missing)')
-    p.add_argument('--variants', nargs='+', default=['bilinear', 'sapa_b'],
-                   choices=list(VARIANTS))
-    p.add_argument('--iters', type=int, default=400, help='training iterations per variant')
+    p.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS),
+                   choices=list(EXPERIMENTS))
+    p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['default']),
+                   choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')
+    p.add_argument('--iters', type=int, default=200,
+                   help='SegFormer training iterations per variant')
     p.add_argument('--val-interval', type=int, default=None,
-                   help='validate every N iterations (default: iters/4)')
+                   help='SegFormer: validate every N iterations (default: iters/4)')
+    p.add_argument('--segnet-variants', nargs='+',
+                   default=list(EXPERIMENTS['segnet']['default']),
+                   choices=EXPERIMENTS['segnet']['choices'])
+    p.add_argument('--segnet-iters', type=int, default=300,
+                   help='SegNet training iterations per variant')
+    p.add_argument('--segnet-val-interval', type=int, default=30,
+                   help='SegNet: validate every N iterations (default: an epoch)')
     p.add_argument('--seed', type=int, default=0, help='training seed')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the generated data')
     p.add_argument('--nproc', type=int, default=1,
@@ -517,35 +598,20 @@ def main(argv=None):
     say(f'data: {data_root} (tools/make_demo_data.py, seed {args.data_seed})')
     make_demo_data.ensure(data_root, seed=args.data_seed,
                           only=('det', ) if args.det_only else ('seg', 'det'))
-    summary = dict(iters=args.iters, seed=args.seed, nproc=args.nproc,
-                   data=data_root, variants=list(args.variants))
+    summary = dict(seed=args.seed, nproc=args.nproc, data=data_root)
     lines = []
-    if not args.det_only:
-        runs = run_segmentation(args, data_root)
-        say('counting parameters and FLOPs')
-        for v, r in runs.items():
-            r.update(complexity(r['config']))
-        say('timing a training step of each variant (interleaved, median of 8)')
-        for v, t in benchmark({v: r['config'] for v, r in runs.items()}).items():
-            runs[v]['s_per_step'] = t
-        text = table(list(runs.values()), SEG_COLUMNS)
-        lines += ['Segmentation: demo SegFormer (MiT 16-128 ch, GuidedSegformerHead, '
-                  f'{args.iters} iterations, seed {args.seed}), demo validation set', '',
-                  text, '',
-                  'mIoU / boundary IoU: tools/test.py on the last checkpoint (%). '
-                  'params: trainable; GFLOPs: multiply-accumulates of one 128x128 image.',
+    for experiment in ([] if args.det_only else args.experiments):
+        runs, text = run_experiment(args, data_root, experiment)
+        summary[experiment] = runs
+        lines += text
+    if lines:
+        lines += ['mIoU / boundary IoU / val loss: tools/test.py on the last checkpoint '
+                  '(%, %, per-pixel cross-entropy). params: trainable; GFLOPs: '
+                  'multiply-accumulates of one image.',
                   's/iter (batch 8): one training step on random data, all variants '
                   'timed in turns (median of 8); s/iter (train log): median of the '
                   "training log's iteration times (data loading included; sensitive to "
                   'other load on the machine).', '']
-        summary['segmentation'] = runs
-        if not args.no_figures:
-            curves = osp.join(args.work_dir, 'curves.png')
-            plot_curves(runs, curves)
-            comp = osp.join(args.work_dir, 'comparison.png')
-            shown = plot_comparison(runs, osp.join(data_root, 'seg'), comp)
-            summary['figures'] = dict(curves=curves, comparison=comp, images=shown)
-            say(f'figures: {curves}, {comp}')
     if args.det or args.det_only:
         det = run_detection(args, data_root)
         summary['detection'] = det
@@ -565,8 +631,7 @@ def main(argv=None):
         f.write('\n'.join(lines))
     print('\n' + '\n'.join(lines), flush=True)
     say(f'done in {fmt_s(time.time() - t_start)}; results in '
-        f'{osp.relpath(args.work_dir, os.getcwd())}/ (results.md, results.json'
-        f'{", curves.png, comparison.png" if not args.no_figures and not args.det_only else ""})')
+        f'{osp.relpath(args.work_dir, os.getcwd())}/ (results.md, results.json, figures)')
     return 0
 
 

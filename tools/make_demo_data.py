@@ -7,7 +7,7 @@ scikit-image ships (``skimage.data``, no download), deterministically from a see
 
 Segmentation (mmseg layout, ``DIR/seg``)::
 
-    img_dir/{train,val}/NNNN.png     RGB, SIZE x SIZE
+    img_dir/{train,val}/NNNN.png     RGB, SIZE x SIZE (256 by default; the COCO set 128)
     ann_dir/{train,val}/NNNN.png     uint8 labels 0..5
     meta.json                        classes, palette, seed, counts
 
@@ -221,7 +221,7 @@ def seg_sample(rng, photos, textures, size):
     return img, label
 
 
-def make_seg(out, seed=0, n_train=240, n_val=60, size=128, sources=None):
+def make_seg(out, seed=0, n_train=240, n_val=60, size=256, sources=None):
     photos, textures = sources or load_sources()
     rng = np.random.default_rng([seed, 1])
     counts = {}
@@ -339,7 +339,7 @@ def ensure(out=DEFAULT_OUT, seed=0, only=('seg', 'det'), force=False, quiet=Fals
            seg_args=None, det_args=None):
     """Build the requested sets under ``out`` unless a stamp says they are already
     there with the same arguments. Returns ``{kind: directory}``."""
-    seg_args = dict(dict(n_train=240, n_val=60, size=128), **(seg_args or {}))
+    seg_args = dict(dict(n_train=240, n_val=60, size=256), **(seg_args or {}))
     det_args = dict(dict(n_train=120, n_val=30, size=128), **(det_args or {}))
     sources = None
     done = {}
@@ -379,7 +379,9 @@ def parse_args(argv=None):
     p.add_argument('--out', default=DEFAULT_OUT, help='output root (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--only', choices=('seg', 'det'), help='build one set only')
-    p.add_argument('--size', type=int, default=128, help='image side in pixels')
+    p.add_argument('--seg-size', type=int, default=256,
+                   help='side of the segmentation images in pixels')
+    p.add_argument('--det-size', type=int, default=128, help='side of the COCO-set images')
     p.add_argument('--seg-train', type=int, default=240)
     p.add_argument('--seg-val', type=int, default=60)
     p.add_argument('--det-train', type=int, default=120)
@@ -392,8 +394,8 @@ def main(argv=None):
     args = parse_args(argv)
     only = (args.only, ) if args.only else ('seg', 'det')
     ensure(args.out, seed=args.seed, only=only, force=args.force,
-           seg_args=dict(n_train=args.seg_train, n_val=args.seg_val, size=args.size),
-           det_args=dict(n_train=args.det_train, n_val=args.det_val, size=args.size))
+           seg_args=dict(n_train=args.seg_train, n_val=args.seg_val, size=args.seg_size),
+           det_args=dict(n_train=args.det_train, n_val=args.det_val, size=args.det_size))
     return 0
 
 

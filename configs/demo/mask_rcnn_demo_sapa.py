@@ -47,7 +47,7 @@ model = dict(
         in_channels=[16, 32, 64, 128],
         out_channels=fpn_channels,
         num_outs=5,
-        upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32)),
+        upsample_cfg=dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='GN')),
     rpn_head=dict(
         type='RPNHead',
         in_channels=fpn_channels,

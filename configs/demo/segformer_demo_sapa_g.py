@@ -2,4 +2,5 @@
 # in the head; the demo variants differ only in this line.
 _base_ = ['./_base_/segformer_demo.py']
 
-model = dict(decode_head=dict(upsample_cfg=dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32)))
+model = dict(decode_head=dict(upsample_cfg=dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32,
+                                                 norm='LN')))

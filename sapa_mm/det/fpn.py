@@ -61,7 +61,10 @@ class GuidedFPN(FPN):
             for _ in range(steps))
 
     def init_weights(self):
-        super().init_weights()  # the init_cfg (Xavier on Conv2d) also reaches upsamplers
+        # init_cfg (Xavier on every Conv2d) reaches the upsamplers too and stays on
+        # SAPA's projections, as in the official detection code; CARAFE and other
+        # mmcv upsamplers then re-run their own init_weights, as FPN_CARAFE does.
+        super().init_weights()
         for up in self.upsamplers:
             init_upsampler(up)
 

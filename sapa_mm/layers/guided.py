@@ -122,13 +122,17 @@ class UnguidedUpsampler(nn.Module):
 
 
 def init_upsampler(module: nn.Module) -> None:
-    """Re-run an upsampler's own initialisation (``init_weights`` or
-    ``reset_parameters``), e.g. after a parent's ``init_cfg`` overwrote it."""
-    for name in ('init_weights', 'reset_parameters'):
-        fn = getattr(module, name, None)
-        if callable(fn):
-            fn()
-            return
+    """Run an upsampler's ``init_weights`` (mmcv's CARAFE, PixelShufflePack), as
+    mmengine would for a direct child; a parent keeping upsamplers in a plain
+    ``nn.ModuleList`` calls this after its own ``init_cfg``.
+
+    ``reset_parameters`` is not re-run: SAPA keeps the init it was built with (heads)
+    or whatever the parent's ``init_cfg`` gave it (the FPN's Xavier), as in the
+    official integrations.
+    """
+    fn = getattr(module, 'init_weights', None)
+    if callable(fn):
+        fn()
 
 
 def is_guided(obj) -> bool:

@@ -11,7 +11,16 @@ Variants (paper, Table 1): 'I' inner product of the raw features (q = guide, k =
 no parameters), 'B' the low-rank bilinear form above, 'G' a gated query that mixes
 the guide with the upsampled feature itself:
 
-    g = NN_up(sigmoid(w_g Norm(x))),  q = g W_q Norm(guide) + (1 - g) NN_up(W_qx Norm(x))
+    g = NN_up(sigmoid(w_g Norm(x))),  q = g W_q Norm(guide) + (1 - g) NN_up(W_qx x)
+
+(W_qx reads the raw x: the official gated module normalises x only inside the gate.)
+
+Initialisation, as the official code: every projection starts N(0, 0.02) (truncated
+at +-2, i.e. effectively normal), bias 0. The initial logits then have std ~0.6 and
+SAPA starts close to a centred K x K box average; Xavier-uniform (std 0.083 at
+256 -> 32) would start it as a near one-hot random pick with 3-4x smaller gradients
+to the projections. Where the enclosing model re-initialises SAPA instead (mmdet's
+FPN init_cfg), see docs/integration.md.
 """
 import math
 from typing import Optional
@@ -107,9 +116,12 @@ class SAPA(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # the official init (module docstring). Deliberately not named init_weights:
+        # mmengine calls a child's init_weights after the parent's init_cfg, and the
+        # official FPN integration keeps the FPN's Xavier on these convs.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
+                nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
     def _check(self, x: torch.Tensor, guide: torch.Tensor) -> None:
@@ -142,7 +154,7 @@ class SAPA(nn.Module):
             query = self.query_proj(self.norm_guide(guide))
             if self.variant == 'G':
                 gate = self._nearest_up(torch.sigmoid(self.gate(x_normed)), out_size)
-                query_x = self._nearest_up(self.query_proj_x(x_normed), out_size)
+                query_x = self._nearest_up(self.query_proj_x(x), out_size)
                 query = gate * query + (1 - gate) * query_x
         value = fit_size(x, lo_size)
         out = sapa_upsample(fit_size(query, hi_size), fit_size(key, lo_size), value,

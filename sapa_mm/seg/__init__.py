@@ -4,6 +4,7 @@ from .. import flops as _flops  # noqa: F401  (counts the SAPA op in mmengine's 
 from ..layers import SAPA  # noqa: F401  (registers type='SAPA' in mmengine's MODELS)
 from .segformer_head import GuidedSegformerHead
 from .uper_head import GuidedUPerHead
-from .metrics import BoundaryIoUMetric  # noqa: F401  (registers type="BoundaryIoUMetric")
+from .segnet import SegNetEncoder, SegNetHead
+from .metrics import BoundaryIoUMetric, SegLossMetric  # noqa: F401  (registers the metrics)
 
-__all__ = ['GuidedUPerHead', 'GuidedSegformerHead']
+__all__ = ['GuidedUPerHead', 'GuidedSegformerHead', 'SegNetEncoder', 'SegNetHead']

@@ -116,3 +116,31 @@ class BoundaryIoUMetric(BaseMetric):
         print_log('\n'.join(lines), logger=logger)
         value = float(np.nanmean(biou)) if np.any(union > 0) else float('nan')
         return {'mBIoU': round(100 * value, 2)}
+
+
+@METRICS.register_module()
+class SegLossMetric(BaseMetric):
+    """Validation loss: the mean per-pixel cross-entropy of the predicted logits
+    (``seg_logits``, at the label's size) against the ground truth, ignored pixels
+    left out. Reported as ``val_loss``, so that training and validation losses can be
+    plotted side by side (a rising validation loss is over-fitting)."""
+    default_prefix: Optional[str] = None
+
+    def __init__(self, ignore_index: int = 255, collect_device: str = 'cpu',
+                 prefix: Optional[str] = None, **kwargs):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.ignore_index = ignore_index
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        import torch.nn.functional as F
+        for sample in data_samples:
+            logits = sample['seg_logits']['data'].float()[None]  # (1, K, H, W)
+            label = sample['gt_sem_seg']['data'].to(logits.device).long()  # (1, H, W)
+            total = F.cross_entropy(logits, label, ignore_index=self.ignore_index,
+                                    reduction='sum')
+            self.results.append((float(total), int((label != self.ignore_index).sum())))
+
+    def compute_metrics(self, results: List) -> Dict[str, float]:
+        total = sum(r[0] for r in results)
+        count = sum(r[1] for r in results)
+        return {'val_loss': round(total / count, 4) if count else float('nan')}

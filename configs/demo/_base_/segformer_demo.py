@@ -1,20 +1,14 @@
-# A CPU-sized SegFormer on the embedded demo data (tools/make_demo_data.py):
+# A CPU-sized SegFormer on the embedded demo data (./demo_seg_data.py):
 # MixVisionTransformer with 16-128 channels and one block per stage, the project's
-# GuidedSegformerHead (64 channels), 6 classes on 128x128 crops. The variants in
-# configs/demo/ differ only in model.decode_head.upsample_cfg.
-#
-# Data: data/sapa_demo/seg, or the directory in $SAPA_DEMO_SEG. No download:
-# init_cfg=None everywhere. Trains in a few minutes on 2 CPU cores.
-_base_ = ['mmseg::_base_/default_runtime.py']
+# GuidedSegformerHead (64 channels), 6 classes on 256x256 images. At 256x256 the
+# stage-4 map is 8x8, so a 5x5 SAPA window lies mostly inside the image, as at the
+# paper's 512x512 (16x16); at 128x128 half of every window would be zero padding.
+# The variants in configs/demo/ differ only in model.decode_head.upsample_cfg.
+# No download: init_cfg=None everywhere.
+_base_ = ['mmseg::_base_/default_runtime.py', './demo_seg_data.py']
 
 custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
-data_root = '{{$SAPA_DEMO_SEG:data/sapa_demo/seg}}'
-# tools/train.py / tools/test.py add this to the "dataset missing" error
-data_hint = ('the demo data are generated, not downloaded: run '
-             '`python tools/make_demo_data.py` (a few seconds; writes '
-             'data/sapa_demo/seg and data/sapa_demo/coco)')
-num_classes = 6
-crop_size = (128, 128)
+crop_size = (256, 256)
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.compat)
 max_iters = 600
 val_interval = 150
@@ -51,7 +45,7 @@ model = dict(
         in_index=[0, 1, 2, 3],
         channels=64,
         dropout_ratio=0.0,  # no RNG use after init: resumed runs match exactly
-        num_classes=num_classes,
+        num_classes={{_base_.num_classes}},
         norm_cfg=norm_cfg,
         align_corners=False,
         upsample_cfg=dict(type='bilinear'),
@@ -59,59 +53,6 @@ model = dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
-
-metainfo = dict(
-    classes=('background', 'gravel', 'grass', 'brick', 'coin', 'wire'),
-    palette=[[0, 0, 0], [128, 128, 160], [40, 170, 40], [200, 80, 40],
-             [230, 200, 60], [240, 40, 200]])
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-dataset_type = 'BaseSegDataset'
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-# mIoU plus boundary IoU (IoU within 2 px of the class boundaries, sapa_mm.seg.metrics)
-val_evaluator = [
-    dict(type='IoUMetric', iou_metrics=['mIoU']),
-    dict(type='BoundaryIoUMetric', boundary_width=2),
-]
-test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -1,0 +1,59 @@
+# The SAPA authors' toy protocol, scaled to the demo: a SegNet-shaped
+# encoder-decoder (sapa_mm/seg/segnet.py; no skip connections, every decoder x2 step
+# is the upsampler under test, guided by the encoder feature of the target scale),
+# trained with a constant learning rate on the embedded demo data
+# (./demo_seg_data.py). The variants (segnet_demo_{nearest,bilinear,sapa_b}.py)
+# differ only in model.decode_head.upsample_cfg. No download.
+_base_ = ['mmseg::_base_/default_runtime.py', './demo_seg_data.py']
+
+custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
+crop_size = (256, 256)
+widths = (16, 32, 64, 64)
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.compat)
+max_iters = 300
+val_interval = 30  # an epoch: 240 images / batch 8
+
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size=crop_size),
+    backbone=dict(type='SegNetEncoder', in_channels=3, widths=widths, norm_cfg=norm_cfg),
+    decode_head=dict(
+        type='SegNetHead',
+        widths=widths,
+        channels=16,
+        dropout_ratio=0.0,
+        num_classes={{_base_.num_classes}},
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        upsample_cfg=dict(type='nearest'),
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+
+# the rebuttal's protocol: SGD, constant learning rate 0.01
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4))
+param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=max_iters)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                    max_keep_ckpts=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
