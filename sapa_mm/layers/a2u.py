@@ -93,7 +93,8 @@ class A2U(nn.Module):
         uv = uv.view(B, Cg, 2, d, *uv.shape[2:]).transpose(1, 3)  # (B, d, 2, Cg, H, W)
         U = F.leaky_relu(self.norm_u(uv[:, :, 0].flatten(0, 1)))  # (B·d, Cg, H, W)
         V = F.leaky_relu(self.norm_v(uv[:, :, 1].flatten(0, 1)))
-        return (U * V).sum(1).view(B, d, *uv.shape[4:]) / math.sqrt(Cg)
+        A = torch.einsum('nchw,nchw->nhw', U, V)  # the channel sum of the bilinear form
+        return A.view(B, d, *uv.shape[4:]) / math.sqrt(Cg)
 
     def kernels(self, guide: torch.Tensor) -> torch.Tensor:
         """The reassembly kernels (B, K², sH, sW) of a guide of size (sH, sW)."""
