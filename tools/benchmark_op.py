@@ -96,15 +96,21 @@ def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True):
     return fns, grad.numel() * grad.element_size()
 
 
-def report(title, fns, out_bytes, device, repeats):
+def report(title, fns, out_bytes, device, repeats, params=None):
+    """Print the table; with ``params`` (name -> count, whole upsamplers) that column
+    takes the place of the speed-up against the reference."""
     t = timed(fns, device, repeats)
     m = {name: peak_extra_bytes(fn, device) for name, fn in fns.items()}
     print(f'\n{title}')
-    print('| method | fwd+bwd ms | vs reference | vs bilinear | peak extra MiB | peak / output |')
+    second = 'params' if params else 'vs reference'
+    print(f'| method | fwd+bwd ms | {second} | vs bilinear | peak extra MiB | peak / output |')
     print('|---|---:|---:|---:|---:|---:|')
     for name in fns:
-        speedup = f"{t['reference'] / t[name]:.1f}x faster" if 'reference' in t else '-'
-        print(f"| {name} | {t[name] * 1e3:.1f} | {speedup} | {t[name] / t['bilinear']:.2f}x | "
+        if params:
+            col = f'{params[name]:,}'
+        else:
+            col = f"{t['reference'] / t[name]:.1f}x faster" if 'reference' in t else '-'
+        print(f"| {name} | {t[name] * 1e3:.1f} | {col} | {t[name] / t['bilinear']:.2f}x | "
               f'{m[name] / 2**20:.1f} | {m[name] / out_bytes:.2f} |')
     return t, m
 
@@ -141,18 +147,6 @@ def module_cases(B, C, H, W, s, device, backend=None):
         fns[name] = run
     params = {name: sum(p.numel() for p in up.parameters()) for name, up in ups.items()}
     return fns, grad.numel() * grad.element_size(), params
-
-
-def report_modules(title, fns, out_bytes, params, device, repeats):
-    t = timed(fns, device, repeats)
-    m = {name: peak_extra_bytes(fn, device) for name, fn in fns.items()}
-    print(f'\n{title}')
-    print('| upsampler | params | fwd+bwd ms | vs bilinear | peak extra MiB | peak / output |')
-    print('|---|---:|---:|---:|---:|---:|')
-    for name in fns:
-        print(f"| {name} | {params[name]:,} | {t[name] * 1e3:.1f} | {t[name] / t['bilinear']:.2f}x | "
-              f'{m[name] / 2**20:.1f} | {m[name] / out_bytes:.2f} |')
-    return t, m
 
 
 def main(argv=None):
@@ -194,8 +188,8 @@ def main(argv=None):
         print(f'Upsampler benchmark: torch {torch.__version__}, {info}; peak extra = peak bytes '
               'allocated during forward+backward beyond the inputs and parameters')
         fns, out_bytes, params = module_cases(**c, s=2, device=device)
-        report_modules(f"B={c['B']} C={c['C']} {c['H']}x{c['W']} -> {2 * c['H']}x{2 * c['W']} "
-                       'float32, train mode', fns, out_bytes, params, device, args.repeats)
+        report(f"B={c['B']} C={c['C']} {c['H']}x{c['W']} -> {2 * c['H']}x{2 * c['W']} "
+               'float32, train mode', fns, out_bytes, device, args.repeats, params)
         return
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
