@@ -24,6 +24,8 @@ SEG_ROWS = {
                                   norm='LN'),
     'segformer_sapa_g_ade20k': dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32,
                                     norm='LN'),
+    'segformer_indexnet_ade20k': dict(type='IndexNet', kernel_size=4, nonlinear=True),
+    'segformer_a2u_ade20k': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
     'upernet_r50_bilinear_ade20k': dict(type='bilinear'),
     'upernet_r50_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
                                     norm='GN'),
@@ -32,6 +34,13 @@ DET_ROWS = {
     'faster_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'faster_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
                                              embed_dim=32, norm='GN'),
+    'faster_rcnn_r50_fpn_carafe_1x_coco': dict(type='carafe', up_kernel=5, encoder_kernel=3,
+                                               compressed_channels=64),
+    'faster_rcnn_r50_fpn_indexnet_1x_coco': dict(type='IndexNet', kernel_size=4, nonlinear=True),
+    'faster_rcnn_r50_fpn_a2u_1x_coco': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
+    'faster_rcnn_r50_fpn_sapa_i_1x_coco': dict(type='SAPA', variant='I', kernel_size=5),
+    'faster_rcnn_r50_fpn_sapa_g_1x_coco': dict(type='SAPA', variant='G', kernel_size=5,
+                                               embed_dim=32, norm='GN'),
     'mask_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
                                            embed_dim=32, norm='GN'),
@@ -39,9 +48,13 @@ DET_ROWS = {
 ROWS = {**SEG_ROWS, **DET_ROWS}
 FAMILIES = {
     'segformer': ['segformer_bilinear_ade20k', 'segformer_carafe_ade20k',
-                  'segformer_sapa_i_ade20k', 'segformer_sapa_ade20k', 'segformer_sapa_g_ade20k'],
+                  'segformer_sapa_i_ade20k', 'segformer_sapa_ade20k', 'segformer_sapa_g_ade20k',
+                  'segformer_indexnet_ade20k', 'segformer_a2u_ade20k'],
     'upernet': ['upernet_r50_bilinear_ade20k', 'upernet_r50_sapa_ade20k'],
-    'faster': ['faster_rcnn_r50_fpn_nearest_1x_coco', 'faster_rcnn_r50_fpn_sapa_1x_coco'],
+    'faster': ['faster_rcnn_r50_fpn_nearest_1x_coco', 'faster_rcnn_r50_fpn_sapa_1x_coco',
+               'faster_rcnn_r50_fpn_carafe_1x_coco', 'faster_rcnn_r50_fpn_indexnet_1x_coco',
+               'faster_rcnn_r50_fpn_a2u_1x_coco', 'faster_rcnn_r50_fpn_sapa_i_1x_coco',
+               'faster_rcnn_r50_fpn_sapa_g_1x_coco'],
     'mask': ['mask_rcnn_r50_fpn_nearest_1x_coco', 'mask_rcnn_r50_fpn_sapa_1x_coco'],
 }
 

@@ -89,7 +89,7 @@ def test_macs_convention_skips_norms_and_interpolation():
 @pytest.fixture(scope='module')
 def segformer():
     return {name: config_complexity(osp.join(ROOT, 'configs', f'segformer_{name}_ade20k.py'))
-            for name in ('bilinear', 'sapa', 'sapa_i', 'carafe')}
+            for name in ('bilinear', 'sapa', 'sapa_i', 'carafe', 'indexnet', 'a2u')}
 
 
 def test_segformer_b1_baseline(segformer):
@@ -100,7 +100,8 @@ def test_segformer_b1_baseline(segformer):
 
 
 @pytest.mark.parametrize('row,dparams,dgflops', [('sapa', 0.10, 1.02), ('sapa_i', 0.0, 0.75),
-                                                 ('carafe', 0.44, None)])
+                                                 ('carafe', 0.44, None),
+                                                 ('indexnet', 12.60, 30.65), ('a2u', 0.06, 0.41)])
 def test_segformer_rows_beside_the_paper(segformer, row, dparams, dgflops):
     base, r = segformer['bilinear'], segformer[row]
     dp = (r['params'] - base['params']) / 1e6
@@ -134,6 +135,23 @@ def test_upernet_and_faster_rcnn_params():
     faster = _params('faster_rcnn_r50_fpn_nearest_1x_coco')
     assert abs(faster / 1e6 - 41.53) < 0.05  # trainable: the frozen stem is not counted
     assert abs((_params('faster_rcnn_r50_fpn_sapa_1x_coco') - faster) / 1e6 - 0.05) <= 0.01
+
+
+@pytest.fixture(scope='module')
+def faster_nearest_params():
+    return _params('faster_rcnn_r50_fpn_nearest_1x_coco')
+
+
+@pytest.mark.parametrize('row,dparams', [('carafe', 3 * 74_148), ('indexnet', 3 * 2_100_224),
+                                         ('a2u', 3 * 10_790), ('sapa_i', 0),
+                                         ('sapa_g', 3 * (17_472 + 257 + 8_224))])
+def test_faster_rcnn_rows_params(faster_nearest_params, row, dparams):
+    # paper: CARAFE +0.22, IndexNet +6.30, A2U +0.03, SAPA-I +0 (SAPA-G: +0.05 as printed,
+    # the same as SAPA-B; the gated module has the gate and the x-query on top)
+    from sapa_mm.flops import build_model
+    model = build_model(osp.join(ROOT, 'configs', f'faster_rcnn_r50_fpn_{row}_1x_coco.py'))
+    assert count_params(model) - faster_nearest_params == dparams
+    assert sum(p.numel() for p in model.neck.upsamplers.parameters()) == dparams
 
 
 def test_get_flops_tool(tmp_path):

@@ -146,7 +146,9 @@ def test_ops_and_layers_import_with_torch_alone(tmp_path):
             'sys.meta_path.insert(0, Block())\n'
             'import torch, sapa_mm.ops, sapa_mm.layers\n'
             'm = sapa_mm.layers.SAPA(4, 4)\n'
-            'print(m(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 6, 6)).shape)\n')
+            'print(m(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 6, 6)).shape)\n'
+            'for m in (sapa_mm.layers.IndexNet(4), sapa_mm.layers.A2U(4)):\n'
+            '    assert m(torch.randn(1, 4, 3, 3), torch.randn(1, 4, 5, 6)).shape == (1, 4, 5, 6)\n')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'torch.Size([1, 4, 6, 6])' in out.stdout

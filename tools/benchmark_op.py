@@ -6,8 +6,11 @@ interleaved, so machine noise hits them alike), and prints ratios:
 
     python tools/benchmark_op.py                 # CPU, 2 threads, DESIGN.md setting + sweep
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
+    python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
+                                                 # bilinear, CARAFE, SAPA-B, IndexNet, A2U
 
-Needs torch alone (no mm* package), so it runs on a bare GPU machine.
+Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE row of
+``--modules`` needs mmcv (CARAFEPack) and is skipped without it.
 """
 import argparse
 import os
@@ -93,17 +96,57 @@ def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True):
     return fns, grad.numel() * grad.element_size()
 
 
-def report(title, fns, out_bytes, device, repeats):
+def report(title, fns, out_bytes, device, repeats, params=None):
+    """Print the table; with ``params`` (name -> count, whole upsamplers) that column
+    takes the place of the speed-up against the reference."""
     t = timed(fns, device, repeats)
     m = {name: peak_extra_bytes(fn, device) for name, fn in fns.items()}
     print(f'\n{title}')
-    print('| method | fwd+bwd ms | vs reference | vs bilinear | peak extra MiB | peak / output |')
+    second = 'params' if params else 'vs reference'
+    print(f'| method | fwd+bwd ms | {second} | vs bilinear | peak extra MiB | peak / output |')
     print('|---|---:|---:|---:|---:|---:|')
     for name in fns:
-        speedup = f"{t['reference'] / t[name]:.1f}x faster" if 'reference' in t else '-'
-        print(f"| {name} | {t[name] * 1e3:.1f} | {speedup} | {t[name] / t['bilinear']:.2f}x | "
+        if params:
+            col = f'{params[name]:,}'
+        else:
+            col = f"{t['reference'] / t[name]:.1f}x faster" if 'reference' in t else '-'
+        print(f"| {name} | {t[name] * 1e3:.1f} | {col} | {t[name] / t['bilinear']:.2f}x | "
               f'{m[name] / 2**20:.1f} | {m[name] / out_bytes:.2f} |')
     return t, m
+
+
+def module_cases(B, C, H, W, s, device, backend=None):
+    """name -> fn running forward+backward of a whole upsampler ``up(x, guide)`` (x and
+    guide C-channel, guide s times x), plus the output bytes and the parameter counts."""
+    from sapa_mm.layers import A2U, SAPA, IndexNet
+    from sapa_mm.layers.guided import build_guided_upsampler
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    x = torch.randn(B, C, H, W, generator=gen).to(device).requires_grad_()
+    guide = torch.randn(B, C, s * H, s * W, generator=gen).to(device).requires_grad_()
+    grad = torch.randn(B, C, s * H, s * W, generator=gen).to(device)
+    ups = {'bilinear': build_guided_upsampler(dict(type='bilinear', align_corners=False), C)}
+    try:
+        ups['CARAFE'] = build_guided_upsampler(dict(type='carafe', up_kernel=5, encoder_kernel=3,
+                                                    compressed_channels=64), C, C, s)
+    except (ImportError, KeyError) as e:  # no mmcv (or no mmcv ops): no CARAFE
+        print(f'CARAFE skipped: {e}')
+    ups['SAPA-B'] = SAPA(C, C, s, kernel_size=5, embed_dim=32, variant='B', backend=backend)
+    ups['IndexNet'] = IndexNet(C, C, s)
+    ups['A2U'] = A2U(C, C, s, backend=backend)
+    fns = {}
+    for name, up in ups.items():
+        up.to(device).train()
+
+        def run(up=up):
+            up(x, guide).backward(grad)
+
+        def reset(up=up):
+            up.zero_grad(set_to_none=True)
+            x.grad = guide.grad = None
+        run.reset = reset
+        fns[name] = run
+    params = {name: sum(p.numel() for p in up.parameters()) for name, up in ups.items()}
+    return fns, grad.numel() * grad.element_size(), params
 
 
 def main(argv=None):
@@ -113,6 +156,9 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
+    parser.add_argument('--modules', action='store_true',
+                        help='whole upsamplers (bilinear, CARAFE, SAPA-B, IndexNet, A2U) at one '
+                        'x2 step, C = 256, instead of the operator')
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -136,6 +182,15 @@ def main(argv=None):
                  dict(B=8, C=128, d=32, H=64, W=64, K=3, s=4)]
     if args.quick:
         main_cfg, sweep = dict(B=1, C=8, d=4, H=8, W=8, K=5, s=2), [dict(B=1, C=4, d=2, H=5, W=7, K=3, s=3)]
+    if args.modules:
+        c = dict(B=1, C=8, H=8, W=8) if args.quick else (
+            dict(B=2, C=256, H=64, W=64) if device.type == 'cpu' else dict(B=8, C=256, H=128, W=128))
+        print(f'Upsampler benchmark: torch {torch.__version__}, {info}; peak extra = peak bytes '
+              'allocated during forward+backward beyond the inputs and parameters')
+        fns, out_bytes, params = module_cases(**c, s=2, device=device)
+        report(f"B={c['B']} C={c['C']} {c['H']}x{c['W']} -> {2 * c['H']}x{2 * c['W']} "
+               'float32, train mode', fns, out_bytes, device, args.repeats, params)
+        return
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
           'output = bytes of the (B, C, sH, sW) output')

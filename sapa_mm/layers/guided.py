@@ -15,8 +15,9 @@ call every upsampler this way, whether it is
   ``'pixel_shuffle'``, ``'carafe'`` or any other registered class): built through
   mmcv's ``build_upsample_layer`` with its channel / scale arguments filled in, run
   on ``x`` alone, then brought to the guide's size (see ``fit_to_size``);
-* a guided upsampler (SAPA, or any class whose ``forward`` takes a ``guide`` argument
-  or that sets the class attribute ``guided`` / ``takes_guide`` to ``True``): built with ``in_channels``,
+* a guided upsampler (SAPA, IndexNet, A2U, or any class whose ``forward`` takes a
+  ``guide`` argument or that sets the class attribute ``guided`` / ``takes_guide`` to
+  ``True``): built with ``in_channels``,
   ``guide_channels`` and ``scale_factor`` and called as ``up(x, guide)``.
 
 Odd sizes. Stride-2 convolutions give ``H = ceil(h / s)``, so the guide is up to
@@ -199,9 +200,9 @@ def _resolve(typ):
             cls = registry.get(typ)
         if cls is not None:
             return cls
-    if typ == 'SAPA':  # torch-only install: no registry, but SAPA is ours
-        from .sapa import SAPA
-        return SAPA
+    from . import GUIDED_UPSAMPLERS  # torch-only install: no registry, but these are ours
+    if typ in GUIDED_UPSAMPLERS:
+        return GUIDED_UPSAMPLERS[typ]
     raise KeyError(f'upsampler type {typ!r} is neither an interpolation mode '
                    f'{INTERPOLATION_MODES} nor registered in MODELS')
 

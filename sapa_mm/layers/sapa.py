@@ -58,6 +58,31 @@ def fit_size(t: torch.Tensor, size: tuple) -> torch.Tensor:
     return t
 
 
+def check_pair(owner: str, x: torch.Tensor, guide: torch.Tensor, in_channels: int,
+               guide_channels: int, scale_factor: int) -> None:
+    """The checks every guided upsampler makes on ``up(x, guide)``; errors name ``owner``."""
+    for name, t, c in (('x', x, in_channels), ('guide', guide, guide_channels)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(f'{owner}: {name} must be a 4-D (B, C, H, W) tensor, '
+                             f'got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)}')
+        if t.shape[1] != c:
+            raise ValueError(f'{owner}: {name} must have {c} channels, got shape {tuple(t.shape)}')
+    if x.shape[0] != guide.shape[0]:
+        raise ValueError(f'{owner}: batch sizes differ: x {tuple(x.shape)} vs guide {tuple(guide.shape)}')
+    s = scale_factor
+    for lo, hi in zip(x.shape[2:], guide.shape[2:]):
+        if abs(hi - s * lo) >= s:
+            raise ValueError(f'{owner}: the guide must be about scale_factor={s} times the size of x '
+                             f'(within {s - 1} pixels): x {tuple(x.shape)}, guide {tuple(guide.shape)}')
+
+
+def covering_grid(x: torch.Tensor, guide: torch.Tensor, s: int):
+    """(lo_size, hi_size): the low-res grid that covers the window centre (y // s, x // s)
+    of every pixel of a guide-sized output, and s times it."""
+    lo_size = tuple(max(lo, -(-hi // s)) for lo, hi in zip(x.shape[2:], guide.shape[2:]))
+    return lo_size, (s * lo_size[0], s * lo_size[1])
+
+
 class SAPA(nn.Module):
     """Guided upsampler: ``forward(x, guide)`` upsamples x to the guide's size.
 
@@ -125,27 +150,13 @@ class SAPA(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _check(self, x: torch.Tensor, guide: torch.Tensor) -> None:
-        for name, t, c in (('x', x, self.in_channels), ('guide', guide, self.guide_channels)):
-            if not isinstance(t, torch.Tensor) or t.dim() != 4:
-                raise ValueError(f'SAPA: {name} must be a 4-D (B, C, H, W) tensor, '
-                                 f'got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)}')
-            if t.shape[1] != c:
-                raise ValueError(f'SAPA: {name} must have {c} channels, got shape {tuple(t.shape)}')
-        if x.shape[0] != guide.shape[0]:
-            raise ValueError(f'SAPA: batch sizes differ: x {tuple(x.shape)} vs guide {tuple(guide.shape)}')
-        s = self.scale_factor
-        for lo, hi in zip(x.shape[2:], guide.shape[2:]):
-            if abs(hi - s * lo) >= s:
-                raise ValueError(f'SAPA: the guide must be about scale_factor={s} times the size of x '
-                                 f'(within {s - 1} pixels): x {tuple(x.shape)}, guide {tuple(guide.shape)}')
+        check_pair('SAPA', x, guide, self.in_channels, self.guide_channels, self.scale_factor)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self._check(x, guide)
         s, K = self.scale_factor, self.kernel_size
         out_size = tuple(guide.shape[2:])
-        # the low-res grid that covers every output pixel's window centre
-        lo_size = tuple(max(lo, -(-hi // s)) for lo, hi in zip(x.shape[2:], out_size))
-        hi_size = (s * lo_size[0], s * lo_size[1])
+        lo_size, hi_size = covering_grid(x, guide, s)
         if self.variant == 'I':
             query, key = guide, x
         else:
