@@ -6,4 +6,10 @@ from .segformer_head import GuidedSegformerHead
 from .uper_head import GuidedUPerHead
 from .metrics import BoundaryIoUMetric  # noqa: F401  (registers type="BoundaryIoUMetric")
 
-__all__ = ['GuidedUPerHead', 'GuidedSegformerHead']
+try:  # MaskFormer lives in mmdet; SegFormer / UPerNet work without it
+    from .maskformer_head import GuidedMaskFormerHead
+except ModuleNotFoundError as exc:
+    if not (exc.name or '').startswith('mmdet'):
+        raise
+
+__all__ = ['GuidedUPerHead', 'GuidedSegformerHead', 'GuidedMaskFormerHead']
