@@ -218,3 +218,153 @@ def test_train_without_ade20k_prints_the_message(tmp_path):
     assert 'Traceback' not in out, out
     assert 'data/ade/ADEChallengeData2016' in out, out
     assert 'ADEChallengeData2016.zip' in out and 'images/training' in out, out
+
+
+# --------------------------------------------------------------------------
+# MaskFormer / Mask2Former (Swin-B, ADE20K 640x640) and Panoptic FPN rows
+# --------------------------------------------------------------------------
+CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64)
+SAPA_I = dict(type='SAPA', variant='I', kernel_size=5)
+SAPA_B_LN = dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='LN')
+SAPA_G_LN = dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32, norm='LN')
+MASK_ROWS = {}
+for _model, _base in (('maskformer', dict(type='nearest')),
+                      ('mask2former', dict(type='bilinear'))):
+    _stock = _base['type']
+    MASK_ROWS.update({
+        f'{_model}_swin-b_{_stock}_ade20k': _base,
+        f'{_model}_swin-b_carafe_ade20k': CARAFE,
+        f'{_model}_swin-b_sapa_i_ade20k': SAPA_I,
+        f'{_model}_swin-b_sapa_ade20k': SAPA_B_LN,
+        f'{_model}_swin-b_sapa_g_ade20k': SAPA_G_LN,
+    })
+PANOPTIC_ROWS = {
+    'panoptic_fpn_r50_nearest_1x_coco': dict(mode='nearest'),
+    'panoptic_fpn_r50_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
+                                          embed_dim=32, norm='GN'),
+}
+NEW_ROWS = {**MASK_ROWS, **PANOPTIC_ROWS}
+NEW_FAMILIES = {
+    'maskformer': [n for n in MASK_ROWS if n.startswith('maskformer')],
+    'mask2former': [n for n in MASK_ROWS if n.startswith('mask2former')],
+    'panoptic': list(PANOPTIC_ROWS),
+}
+
+
+def _upsampler_part(model_cfg):
+    if 'decode_head' in model_cfg:
+        head = model_cfg['decode_head']
+        return head['pixel_decoder'] if 'pixel_decoder' in head else head
+    return model_cfg['neck']
+
+
+def test_every_new_row_has_a_config():
+    present = {osp.splitext(f)[0] for f in os.listdir(CONFIGS) if f.endswith('.py')}
+    assert set(NEW_ROWS) <= present
+
+
+@pytest.mark.parametrize('name', list(NEW_ROWS))
+def test_new_config_contents(name):
+    cfg = _load(name)
+    part = _upsampler_part(cfg.model)
+    assert part.upsample_cfg == NEW_ROWS[name]
+    if name in MASK_ROWS:
+        assert cfg.default_scope == 'mmseg'
+        assert 'sapa_mm.det' in cfg.custom_imports.imports
+        assert cfg.crop_size == (640, 640) and cfg.model.data_preprocessor.size == (640, 640)
+        assert cfg.train_cfg.max_iters == 160000
+        assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
+        assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+        head, bb = cfg.model.decode_head, cfg.model.backbone
+        assert head.num_classes == 150 and head.in_channels == [128, 256, 512, 1024]
+        assert (bb.embed_dims, bb.depths, bb.window_size) == (128, [2, 2, 18, 2], 12)
+        assert '22k' in bb.init_cfg.checkpoint  # Swin-B ImageNet-22k, 384
+        if name.startswith('maskformer'):
+            assert head.type == 'GuidedMaskFormerHead'
+            assert part.type == 'mmdet.GuidedPixelDecoder'
+        else:
+            assert part.type == 'mmdet.GuidedMSDeformAttnPixelDecoder'
+    else:
+        assert cfg.default_scope == 'mmdet'
+        assert part.type == 'GuidedFPN'
+        assert cfg.train_dataloader.dataset.type == 'CocoPanopticDataset'
+        assert cfg.train_cfg.max_epochs == 12
+        assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+
+
+@pytest.mark.parametrize('family', list(NEW_FAMILIES))
+def test_new_rows_differ_only_in_upsample_cfg(family):
+    dicts = []
+    for name in NEW_FAMILIES[family]:
+        d = copy.deepcopy(_load(name).to_dict())
+        _upsampler_part(d['model']).pop('upsample_cfg')
+        dicts.append(d)
+    for d in dicts[1:]:
+        assert d == dicts[0]
+
+
+@pytest.mark.parametrize('name', list(NEW_ROWS))
+def test_new_config_builds(name):
+    from sapa_mm.flops import build_model
+    model = build_model(_path(name))
+    ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
+    assert len(ups) == 1
+    if name.startswith('maskformer'):  # the projection the stock head would skip
+        assert isinstance(model.decode_head.decoder_input_proj, torch.nn.Conv2d)
+
+
+def _small_swin(cfg):
+    """The row's model with a small Swin (same stages, fewer and narrower blocks)."""
+    cfg.model.backbone.update(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
+                              window_size=7, pretrain_img_size=224, init_cfg=None)
+    cfg.model.decode_head.in_channels = [32, 64, 128, 256]
+    return cfg
+
+
+@pytest.mark.parametrize('name', ['maskformer_swin-b_sapa_g_ade20k',
+                                  'mask2former_swin-b_sapa_ade20k',
+                                  'panoptic_fpn_r50_sapa_1x_coco'])
+def test_new_rows_one_training_step_on_cpu(name):
+    """One forward + backward per decoder type on an odd-sized batch (MaskFormer and
+    Mask2Former with a small Swin; Panoptic FPN at full size)."""
+    from mmengine.structures import PixelData
+    from sapa_mm.flops import build_model
+    torch.manual_seed(0)
+    cfg = _load(name)
+    if name in MASK_ROWS:
+        cfg = _small_swin(cfg)
+        inputs, samples = _seg_batch(70, 90)
+    else:
+        inputs, samples = _det_batch(100, 132, with_mask=True)
+        g = torch.Generator().manual_seed(0)
+        for s in samples:
+            s.gt_sem_seg = PixelData(sem_seg=torch.randint(0, 133, (1, 100, 132), generator=g))
+    model = build_model(cfg)
+    model.init_weights()
+    model.train()
+    loss, _ = model.parse_losses(model.loss(inputs, samples))
+    assert torch.isfinite(loss)
+    loss.backward()
+    ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
+    assert len(ups) == 1 and list(ups[0].parameters())
+    for p in ups[0].parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize('name,kind', [('maskformer_swin-b_sapa_ade20k', 'ade'),
+                                       ('mask2former_swin-b_bilinear_ade20k', 'ade'),
+                                       ('panoptic_fpn_r50_sapa_1x_coco', 'panoptic')])
+def test_new_rows_missing_dataset_message(name, kind, tmp_path, monkeypatch):
+    from sapa_mm.datasets import check_data_roots
+    cfg = _load(name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        check_data_roots(cfg)
+    msg = str(info.value)
+    if kind == 'ade':
+        assert 'ADEChallengeData2016.zip' in msg and 'images/training' in msg
+    else:
+        for part in ('panoptic_annotations_trainval2017.zip', 'panoptic_train2017.json',
+                     'annotations/panoptic_val2017/', 'train2017/'):
+            assert part in msg
+    assert msg.count('is not at') == 1
