@@ -9,7 +9,9 @@ and load their state dicts.
 """
 from typing import List, Optional, Tuple
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import Conv2d
 from mmdet.models.dense_heads import MaskFormerHead
 from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
@@ -97,16 +99,12 @@ class GuidedTransformerEncoderPixelDecoder(_GuidedTopDown, TransformerEncoderPix
 
     def forward(self, feats: List[Tensor], batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor]:
         _check_feats(type(self).__name__, feats, self.num_inputs)
-        # The stock forward with an encoder-only top level: run it with the top-down
-        # loop emptied, then do the loop here.
         memory = self._encode(feats[-1], batch_img_metas)
         y = self._top_down(self.encoder_out_proj(memory), feats)
         return self.mask_feature(y), memory
 
     def _encode(self, feat_last: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """The stock transformer-encoder part (padding mask, positions, encoder)."""
-        import torch
-        import torch.nn.functional as F
         bs, _, h, w = feat_last.shape
         input_h, input_w = batch_img_metas[0]['batch_input_shape']
         mask = feat_last.new_ones((bs, input_h, input_w), dtype=torch.float32)
