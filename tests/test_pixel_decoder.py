@@ -2,6 +2,7 @@
 sizes, the MaskFormerHead input-projection fix, and the upsamplers' cost."""
 import pytest
 import torch
+from mmengine.config import ConfigDict
 from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
                                  TransformerEncoderPixelDecoder)
 
@@ -17,6 +18,7 @@ ODD = [(25, 33), (13, 17), (7, 9), (4, 5)]
 ODD2 = [(19, 11), (10, 6), (5, 3), (3, 2)]
 EVEN = [(32, 24), (16, 12), (8, 6), (4, 3)]
 
+POS = dict(num_feats=FEAT // 2, normalize=True)
 DETR_ENCODER = dict(
     num_layers=1,
     layer_cfg=dict(
@@ -36,9 +38,10 @@ KINDS = {
     'PixelDecoder': (PixelDecoder, GuidedPixelDecoder, dict(norm_cfg=GN)),
     'TransformerEncoderPixelDecoder': (TransformerEncoderPixelDecoder,
                                        GuidedTransformerEncoderPixelDecoder,
-                                       dict(norm_cfg=GN, encoder=DETR_ENCODER)),
+                                       dict(norm_cfg=GN, encoder=DETR_ENCODER, positional_encoding=POS)),
     'MSDeformAttnPixelDecoder': (MSDeformAttnPixelDecoder, GuidedMSDeformAttnPixelDecoder,
-                                 dict(norm_cfg=GN, encoder=MSDA_ENCODER, num_outs=3)),
+                                 dict(norm_cfg=GN, encoder=ConfigDict(MSDA_ENCODER), num_outs=3,
+                                      positional_encoding=POS)),
 }
 
 
@@ -149,11 +152,11 @@ def test_decoder_input_proj_rule():
 
 
 def _mmseg_head(head_type, decoder_type, upsample_cfg=None):
-    from mmengine.config import Config
+    from mmengine.hub import get_config
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     import sapa_mm.seg  # noqa: F401
-    cfg = Config.fromfile('mmseg::maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py')
+    cfg = get_config('mmseg::maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py')
     head = cfg.model.decode_head
     head.update(type=head_type, in_channels=[32, 64, 128, 192], num_classes=5)
     head.loss_cls.class_weight = [1.0] * 5 + [0.1]
@@ -191,15 +194,15 @@ def test_mmseg_head_gets_its_input_projection():
 
 def test_mmdet_head_gets_its_input_projection():
     from mmdet.registry import MODELS
-    from mmengine.config import Config
+    from mmengine.hub import get_config
     from mmengine.registry import DefaultScope
     from torch.nn import Conv2d
-    cfg = Config.fromfile('mmdet::maskformer/maskformer_r50_ms-16xb1-75e_coco.py')
+    cfg = get_config('mmdet::maskformer/maskformer_r50_ms-16xb1-75e_coco.py')
     head = cfg.model.panoptic_head
-    head.update(type='GuidedMaskFormerHead', in_channels=[32, 64, 128, 256])
+    head.update(type='GuidedMaskFormerHead', in_channels=[32, 64, 128, 192])
     head.pixel_decoder = dict(type='GuidedPixelDecoder', upsample_cfg=dict(type='SAPA'))
     head.transformer_decoder.num_layers = 1
     with DefaultScope.overwrite_default_scope('mmdet'):
         built = MODELS.build(head)
     assert isinstance(built.decoder_input_proj, Conv2d)
-    assert built.decoder_input_proj.in_channels == 256
+    assert built.decoder_input_proj.in_channels == 192

@@ -17,6 +17,7 @@ from mmdet.models.dense_heads import MaskFormerHead
 from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
                                  TransformerEncoderPixelDecoder)
 from mmdet.registry import MODELS
+from mmengine.config import ConfigDict
 from torch import Tensor
 
 from ..layers.guided import build_guided_upsampler, init_upsampler
@@ -89,11 +90,11 @@ class GuidedTransformerEncoderPixelDecoder(_GuidedTopDown, TransformerEncoderPix
 
     def __init__(self, in_channels, feat_channels: int, out_channels: int,
                  norm_cfg=dict(type='GN', num_groups=32), act_cfg=dict(type='ReLU'),
-                 encoder=None, positional_encoding_cfg=dict(num_feats=128, normalize=True),
+                 encoder=None, positional_encoding=dict(num_feats=128, normalize=True),
                  upsample_cfg=dict(type='nearest'), init_cfg=None) -> None:
         super().__init__(in_channels=in_channels, feat_channels=feat_channels,
                          out_channels=out_channels, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                         encoder=encoder, positional_encoding_cfg=positional_encoding_cfg,
+                         encoder=encoder, positional_encoding=positional_encoding,
                          init_cfg=init_cfg)
         self._build_upsamplers(upsample_cfg, feat_channels, self.num_inputs - 1)
 
@@ -131,6 +132,8 @@ class GuidedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """
 
     def __init__(self, *args, upsample_cfg=dict(type='bilinear'), **kwargs) -> None:
+        if isinstance(kwargs.get('encoder'), dict):  # the stock class reads it by attribute
+            kwargs['encoder'] = ConfigDict(kwargs['encoder'])
         super().__init__(*args, **kwargs)
         feat_channels = self.level_encoding.embedding_dim
         self.upsample_cfg = upsample_cfg
