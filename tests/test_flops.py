@@ -232,3 +232,16 @@ def test_sapa_b_mask_decoder_exact_count(decoders):
         (p0, m0), (p1, m1) = decoders[model, 'base'], decoders[model, 'sapa']
         assert m1 - m0 == sum(cost(n) for n in px)
         assert p1 - p0 == len(px) * 17472
+
+
+def test_mask_and_panoptic_baseline_params():
+    """The baselines' parameter columns (building is cheap; their 640x640 / 800x1344
+    GFLOPs take tools/get_flops.py a minute each on 2 cores: see docs/integration.md)."""
+    from sapa_mm.flops import build_model
+    assert abs(_params('maskformer_swin-b_nearest_ade20k') / 1e6 - 102) < 0.2  # 101.83
+    assert abs(_params('mask2former_swin-b_bilinear_ade20k') / 1e6 - 107) < 0.1  # 106.92
+    # Panoptic FPN's 46.0 M counts the frozen stem too (trainable: 45.80 M)
+    panoptic = build_model(osp.join(ROOT, 'configs', 'panoptic_fpn_r50_nearest_1x_coco.py'))
+    assert abs(count_params(panoptic, trainable_only=False) / 1e6 - 46.0) < 0.05  # 46.03
+    sapa = build_model(osp.join(ROOT, 'configs', 'panoptic_fpn_r50_sapa_1x_coco.py'))
+    assert count_params(sapa) - count_params(panoptic) == 3 * 17472  # +0.05 M
