@@ -41,6 +41,24 @@ them into data/coco, so that the layout is
 
 (run from the repository root, or link an existing copy:
  ln -s /path/to/coco data/coco)""",
+    'COCO panoptic': """\
+COCO 2017 panoptic is not at {root}.
+Get it from https://cocodataset.org/#download: train2017.zip, val2017.zip and
+panoptic_annotations_trainval2017.zip
+(http://images.cocodataset.org/annotations/panoptic_annotations_trainval2017.zip;
+it holds panoptic_{{train,val}}2017.json and panoptic_{{train,val}}2017.zip, unzip
+those two into annotations/ as well), so that the layout is
+
+  data/coco/
+    annotations/panoptic_train2017.json
+    annotations/panoptic_train2017/*.png
+    annotations/panoptic_val2017.json
+    annotations/panoptic_val2017/*.png
+    train2017/*.jpg                          118,287 images
+    val2017/*.jpg                              5,000 images
+
+(run from the repository root, or link an existing copy:
+ ln -s /path/to/coco data/coco)""",
 }
 
 _GENERIC = """\
@@ -53,6 +71,8 @@ def _kind(dataset_type: str) -> str:
     t = str(dataset_type).lower()
     if 'ade' in t:
         return 'ADE20K'
+    if 'coco' in t and 'panoptic' in t:
+        return 'COCO panoptic'
     if 'coco' in t and 'stuff' not in t:
         return 'COCO'
     return str(dataset_type)

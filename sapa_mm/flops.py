@@ -251,9 +251,11 @@ def default_input_shape(config) -> Tuple[int, int]:
 
 def _analysis_module(model, input_shape):
     """A module whose ``forward(img)`` runs the model's deterministic network part:
-    segmentors: backbone, neck, decode head (``_forward``); two-stage detectors:
-    backbone, neck, RPN head and RoI heads on a fixed set of proposals (the RPN's
-    test-time ``max_per_img``, the mask head on the first 100 as mmdet does);
+    segmentors: backbone, neck, decode head (``_forward``; MaskFormer-type heads
+    through ``predict``, which needs image metas); two-stage detectors: backbone,
+    neck, RPN head and RoI heads on a fixed set of proposals (the RPN's test-time
+    ``max_per_img``, the mask head on the first 100 as mmdet does) and a panoptic
+    semantic head;
     single-stage detectors: backbone, neck, bbox head."""
     import torch.nn as nn
 
@@ -280,9 +282,18 @@ def _analysis_module(model, input_shape):
                 x = m.extract_feat(img)
                 rpn_out = m.rpn_head(x)
                 roi_out = m.roi_head.forward(x, [InstanceData(bboxes=self.proposals)])
-                return tuple(rpn_out[0]) + tuple(rpn_out[1]) + tuple(roi_out)
+                out = tuple(rpn_out[0]) + tuple(rpn_out[1]) + tuple(roi_out)
+                if getattr(m, 'semantic_head', None) is not None:  # Panoptic FPN
+                    out += tuple(m.semantic_head(x).values())
+                return out
             if hasattr(m, 'bbox_head') and hasattr(m, 'extract_feat'):
                 return m.bbox_head(m.extract_feat(img))
+            head = getattr(m, 'decode_head', None)
+            if hasattr(head, 'pixel_decoder'):  # MaskFormer / Mask2Former: needs metas
+                H, W = img.shape[-2:]
+                meta = dict(img_shape=(H, W), pad_shape=(H, W), ori_shape=(H, W),
+                            batch_input_shape=(H, W))
+                return head.predict(m.extract_feat(img), [meta], m.test_cfg)
             return m._forward(img)
 
     return _Wrapped(model)

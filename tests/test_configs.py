@@ -68,8 +68,16 @@ def _load(name):
     return load_config(_path(name))
 
 
+def _upsampler_part(model_cfg):
+    """The part of a model config that holds ``upsample_cfg``."""
+    if 'decode_head' in model_cfg:
+        head = model_cfg['decode_head']
+        return head['pixel_decoder'] if 'pixel_decoder' in head else head
+    return model_cfg['neck']
+
+
 def _upsampler_key(cfg):
-    return cfg.model.decode_head if 'decode_head' in cfg.model else cfg.model.neck
+    return _upsampler_part(cfg.model)
 
 
 def test_every_row_has_a_config():
@@ -189,7 +197,10 @@ def test_one_training_step_on_cpu(name):
 @pytest.mark.parametrize('name,kind', [('segformer_sapa_ade20k', 'ade'),
                                        ('upernet_r50_bilinear_ade20k', 'ade'),
                                        ('faster_rcnn_r50_fpn_sapa_1x_coco', 'coco'),
-                                       ('mask_rcnn_r50_fpn_nearest_1x_coco', 'coco')])
+                                       ('mask_rcnn_r50_fpn_nearest_1x_coco', 'coco'),
+                                       ('maskformer_swin-b_sapa_ade20k', 'ade'),
+                                       ('mask2former_swin-b_bilinear_ade20k', 'ade'),
+                                       ('panoptic_fpn_r50_sapa_1x_coco', 'panoptic')])
 def test_missing_dataset_message(name, kind, tmp_path, monkeypatch):
     from sapa_mm.datasets import check_data_roots
     cfg = _load(name)
@@ -202,9 +213,13 @@ def test_missing_dataset_message(name, kind, tmp_path, monkeypatch):
         for part in ('data/ade/ADEChallengeData2016/', 'images/training',
                      'annotations/validation'):
             assert part in msg
-    else:
+    elif kind == 'coco':
         for part in ('cocodataset.org', 'annotations/instances_train2017.json', 'train2017/',
                      'val2017/'):
+            assert part in msg
+    else:
+        for part in ('panoptic_annotations_trainval2017.zip', 'panoptic_train2017.json',
+                     'annotations/panoptic_val2017/', 'train2017/'):
             assert part in msg
     assert msg.count('is not at') == 1  # one message, even though three loaders miss it
 
@@ -215,8 +230,11 @@ def test_missing_dataset_message(name, kind, tmp_path, monkeypatch):
             (tmp_path / 'data/ade/ADEChallengeData2016' / sub).mkdir(parents=True)
     else:
         (tmp_path / 'data/coco/annotations').mkdir(parents=True)
-        for f in ('instances_train2017.json', 'instances_val2017.json'):
-            (tmp_path / 'data/coco/annotations' / f).write_text('{}')
+        ann = 'instances' if kind == 'coco' else 'panoptic'
+        for split in ('train2017', 'val2017'):
+            (tmp_path / 'data/coco/annotations' / f'{ann}_{split}.json').write_text('{}')
+            if kind == 'panoptic':  # the PNG folders
+                (tmp_path / 'data/coco/annotations' / f'{ann}_{split}').mkdir()
         for d in ('train2017', 'val2017'):
             (tmp_path / 'data/coco' / d).mkdir()
     check_data_roots(cfg)
@@ -236,3 +254,126 @@ def test_train_without_ade20k_prints_the_message(tmp_path):
     assert 'Traceback' not in out, out
     assert 'data/ade/ADEChallengeData2016' in out, out
     assert 'ADEChallengeData2016.zip' in out and 'images/training' in out, out
+
+
+# --------------------------------------------------------------------------
+# MaskFormer / Mask2Former (Swin-B, ADE20K 640x640) and Panoptic FPN rows
+# --------------------------------------------------------------------------
+CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64)
+SAPA_I = dict(type='SAPA', variant='I', kernel_size=5)
+SAPA_B_LN = dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='LN')
+SAPA_G_LN = dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32, norm='LN')
+MASK_ROWS = {}
+for _model, _base in (('maskformer', dict(type='nearest')),
+                      ('mask2former', dict(type='bilinear'))):
+    _stock = _base['type']
+    MASK_ROWS.update({
+        f'{_model}_swin-b_{_stock}_ade20k': _base,
+        f'{_model}_swin-b_carafe_ade20k': CARAFE,
+        f'{_model}_swin-b_sapa_i_ade20k': SAPA_I,
+        f'{_model}_swin-b_sapa_ade20k': SAPA_B_LN,
+        f'{_model}_swin-b_sapa_g_ade20k': SAPA_G_LN,
+    })
+PANOPTIC_ROWS = {
+    'panoptic_fpn_r50_nearest_1x_coco': dict(mode='nearest'),
+    'panoptic_fpn_r50_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
+                                          embed_dim=32, norm='GN'),
+}
+NEW_ROWS = {**MASK_ROWS, **PANOPTIC_ROWS}
+NEW_FAMILIES = {
+    'maskformer': [n for n in MASK_ROWS if n.startswith('maskformer')],
+    'mask2former': [n for n in MASK_ROWS if n.startswith('mask2former')],
+    'panoptic': list(PANOPTIC_ROWS),
+}
+
+
+def test_every_new_row_has_a_config():
+    present = {osp.splitext(f)[0] for f in os.listdir(CONFIGS) if f.endswith('.py')}
+    assert set(NEW_ROWS) <= present
+
+
+@pytest.mark.parametrize('name', list(NEW_ROWS))
+def test_new_config_contents(name):
+    cfg = _load(name)
+    part = _upsampler_part(cfg.model)
+    assert part.upsample_cfg == NEW_ROWS[name]
+    if name in MASK_ROWS:
+        assert cfg.default_scope == 'mmseg'
+        assert 'sapa_mm.det' in cfg.custom_imports.imports
+        assert cfg.crop_size == (640, 640) and cfg.model.data_preprocessor.size == (640, 640)
+        assert cfg.train_cfg.max_iters == 160000
+        assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
+        assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+        head, bb = cfg.model.decode_head, cfg.model.backbone
+        assert head.num_classes == 150 and head.in_channels == [128, 256, 512, 1024]
+        assert (bb.embed_dims, bb.depths, bb.window_size) == (128, [2, 2, 18, 2], 12)
+        assert '22k' in bb.init_cfg.checkpoint  # Swin-B ImageNet-22k, 384
+        if name.startswith('maskformer'):
+            assert head.type == 'GuidedMaskFormerHead'
+            assert part.type == 'mmdet.GuidedPixelDecoder'
+        else:
+            assert part.type == 'mmdet.GuidedMSDeformAttnPixelDecoder'
+    else:
+        assert cfg.default_scope == 'mmdet'
+        assert part.type == 'GuidedFPN'
+        assert cfg.train_dataloader.dataset.type == 'CocoPanopticDataset'
+        assert cfg.train_cfg.max_epochs == 12
+        assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+
+
+@pytest.mark.parametrize('family', list(NEW_FAMILIES))
+def test_new_rows_differ_only_in_upsample_cfg(family):
+    dicts = []
+    for name in NEW_FAMILIES[family]:
+        d = copy.deepcopy(_load(name).to_dict())
+        _upsampler_part(d['model']).pop('upsample_cfg')
+        dicts.append(d)
+    for d in dicts[1:]:
+        assert d == dicts[0]
+
+
+@pytest.mark.parametrize('name', list(NEW_ROWS))
+def test_new_config_builds(name):
+    from sapa_mm.flops import build_model
+    model = build_model(_path(name))
+    ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
+    assert len(ups) == 1
+    if name.startswith('maskformer'):  # the projection the stock head would skip
+        assert isinstance(model.decode_head.decoder_input_proj, torch.nn.Conv2d)
+
+
+def _small_swin(cfg):
+    """The row's model, smaller: a Swin with the same stages but fewer and narrower
+    blocks, one transformer layer in the head (and the pixel decoder), 10 queries."""
+    cfg.model.backbone.update(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
+                              window_size=7, pretrain_img_size=224, init_cfg=None)
+    head = cfg.model.decode_head
+    head.update(in_channels=[32, 64, 128, 256], num_queries=10)
+    head.transformer_decoder.num_layers = 1
+    if 'encoder' in head.pixel_decoder:
+        head.pixel_decoder.encoder.num_layers = 1
+    if 'num_points' in head.train_cfg:
+        head.train_cfg.num_points = 1024
+    return cfg
+
+
+# Panoptic FPN's neck is GuidedFPN, which the R-CNN rows above already step through
+@pytest.mark.parametrize('name', ['maskformer_swin-b_sapa_g_ade20k',
+                                  'mask2former_swin-b_sapa_ade20k'])
+def test_new_rows_one_training_step_on_cpu(name):
+    """One forward + backward per pixel decoder type on an odd-sized batch, with a
+    small Swin."""
+    from sapa_mm.flops import build_model
+    torch.manual_seed(0)
+    cfg = _small_swin(_load(name))
+    inputs, samples = _seg_batch(70, 90)
+    model = build_model(cfg)
+    model.init_weights()
+    model.train()
+    loss, _ = model.parse_losses(model.loss(inputs, samples))
+    assert torch.isfinite(loss)
+    loss.backward()
+    ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
+    assert len(ups) == 1 and list(ups[0].parameters())
+    for p in ups[0].parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()

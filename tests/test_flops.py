@@ -168,3 +168,98 @@ def test_get_flops_tool(tmp_path):
     r = data['segformer_sapa_ade20k']
     assert r['params'] - data['segformer_bilinear_ade20k']['params'] == 6 * 17472
     assert r['paper'] == dict(dparams=0.10, dgflops=1.02)
+
+
+# --------------------------------------------------------------------------
+# MaskFormer / Mask2Former Swin-B at 640x640: the pixel decoder alone
+# --------------------------------------------------------------------------
+SWIN_B = [128, 256, 512, 1024]
+SIZES_640 = [(160, 160), (80, 80), (40, 40), (20, 20)]  # Swin-B stages of a 640x640 input
+MSDA_ENCODER = dict(  # one layer is enough: the encoder does not change the deltas
+    num_layers=1,
+    layer_cfg=dict(
+        self_attn_cfg=dict(embed_dims=256, num_heads=8, num_levels=3, num_points=4,
+                           im2col_step=64, dropout=0.0, batch_first=True, norm_cfg=None,
+                           init_cfg=None),
+        ffn_cfg=dict(embed_dims=256, feedforward_channels=1024, num_fcs=2, ffn_drop=0.0,
+                     act_cfg=dict(type='ReLU', inplace=True))))
+CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64)
+DECODER_ROWS = {'sapa': dict(type='SAPA', variant='B', embed_dim=32, norm='LN'),
+                'sapa_i': dict(type='SAPA', variant='I'), 'carafe': CARAFE}
+
+
+class _Decoder(nn.Module):
+    """pixel_decoder(feats) as a model of four tensors, for the analyzer."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, *feats):
+        if 'MSDeform' in type(self.decoder).__name__:
+            mask_feature, _ = self.decoder(list(feats))
+        else:
+            mask_feature, _ = self.decoder(list(feats), [dict(batch_input_shape=(640, 640),
+                                                              img_shape=(640, 640))])
+        return mask_feature
+
+
+def _decoder_cost(model, upsample_cfg):
+    from sapa_mm.det import GuidedMSDeformAttnPixelDecoder, GuidedPixelDecoder
+    kw = dict(in_channels=SWIN_B, feat_channels=256, out_channels=256,
+              upsample_cfg=upsample_cfg)
+    if model == 'maskformer':
+        decoder = GuidedPixelDecoder(**kw)
+    else:
+        decoder = GuidedMSDeformAttnPixelDecoder(encoder=MSDA_ENCODER, num_outs=3, **kw)
+    g = torch.Generator().manual_seed(0)
+    feats = tuple(torch.randn(1, c, *s, generator=g) for c, s in zip(SWIN_B, SIZES_640))
+    with torch.no_grad():
+        macs, _ = count_macs(_Decoder(decoder.eval()), feats)
+    return count_params(decoder), macs
+
+
+@pytest.fixture(scope='module')
+def decoders():
+    out = {}
+    for model, stock in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
+        out[model, 'base'] = _decoder_cost(model, dict(type=stock))
+        for row, cfg in DECODER_ROWS.items():
+            out[model, row] = _decoder_cost(model, cfg)
+    return out
+
+
+# paper Table 1: (ΔParams M, ΔGFLOPs) at 640x640
+@pytest.mark.parametrize('model,row,dparams,dgflops', [
+    ('maskformer', 'carafe', 0.22, 0.84), ('maskformer', 'sapa_i', 0.0, 0.43),
+    ('maskformer', 'sapa', 0.05, 0.59), ('mask2former', 'carafe', 0.07, 0.63),
+    ('mask2former', 'sapa_i', 0.0, 0.33), ('mask2former', 'sapa', 0.02, 0.45)])
+def test_mask_decoder_deltas_beside_the_paper(decoders, model, row, dparams, dgflops):
+    (p0, m0), (p1, m1) = decoders[model, 'base'], decoders[model, row]
+    assert abs((p1 - p0) / 1e6 - dparams) <= 0.005
+    assert abs((m1 - m0) / 1e9 - dgflops) <= 0.01
+
+
+def test_sapa_b_mask_decoder_exact_count(decoders):
+    """SAPA-B (C = 256, d = 32, K = 5): MaskFormer's three steps land on 1/16, 1/8 and
+    1/4 of 640x640, Mask2Former's one step on 1/4."""
+    def cost(out_px):
+        return out_px * 25 * (32 + 256) + out_px * 256 * 32 + out_px // 4 * 256 * 32
+    for model, px in (('maskformer', [40 * 40, 80 * 80, 160 * 160]),
+                      ('mask2former', [160 * 160])):
+        (p0, m0), (p1, m1) = decoders[model, 'base'], decoders[model, 'sapa']
+        assert m1 - m0 == sum(cost(n) for n in px)
+        assert p1 - p0 == len(px) * 17472
+
+
+def test_mask_and_panoptic_baseline_params():
+    """The baselines' parameter columns (building is cheap; their 640x640 / 800x1344
+    GFLOPs take tools/get_flops.py a minute each on 2 cores: see docs/integration.md)."""
+    from sapa_mm.flops import build_model
+    assert abs(_params('maskformer_swin-b_nearest_ade20k') / 1e6 - 102) < 0.2  # 101.83
+    assert abs(_params('mask2former_swin-b_bilinear_ade20k') / 1e6 - 107) < 0.1  # 106.92
+    # Panoptic FPN's 46.0 M counts the frozen stem too (trainable: 45.80 M)
+    panoptic = build_model(osp.join(ROOT, 'configs', 'panoptic_fpn_r50_nearest_1x_coco.py'))
+    assert abs(count_params(panoptic, trainable_only=False) / 1e6 - 46.0) < 0.05  # 46.03
+    sapa = build_model(osp.join(ROOT, 'configs', 'panoptic_fpn_r50_sapa_1x_coco.py'))
+    assert count_params(sapa) - count_params(panoptic) == 3 * 17472  # +0.05 M

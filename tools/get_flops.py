@@ -11,7 +11,7 @@ Conventions (those of the paper tables):
   and fixed interpolations are not counted.
 * Params are the trainable parameters (a detector's frozen stem is not counted).
 * Input: batch 1 at the config's input size: the crop size for segmentation
-  (512x512), the 1333x800 test scale padded to 32 (800x1344) for detection.
+  (512x512; 640x640 for MaskFormer / Mask2Former), the 1333x800 test scale padded to 32 (800x1344) for detection.
   Detectors are counted through the RPN and the RoI heads on a fixed set of
   1000 proposals (mask head on 100, as mmdet's tensor mode does).
 * ΔParams / ΔGFLOPs: against the row's baseline (bilinear / nearest config).
@@ -50,6 +50,18 @@ PAPER = {
     'faster_rcnn_r50_fpn_sapa_g_1x_coco': dict(dparams=0.05),
     'mask_rcnn_r50_fpn_nearest_1x_coco': dict(),
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(),
+    'maskformer_swin-b_nearest_ade20k': dict(params=102, gflops=195),
+    'maskformer_swin-b_carafe_ade20k': dict(dparams=0.22, dgflops=0.84),
+    'maskformer_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.43),
+    'maskformer_swin-b_sapa_ade20k': dict(dparams=0.05, dgflops=0.59),
+    'maskformer_swin-b_sapa_g_ade20k': dict(dparams=0.05, dgflops=0.59),  # as printed
+    'mask2former_swin-b_bilinear_ade20k': dict(params=107, gflops=223),
+    'mask2former_swin-b_carafe_ade20k': dict(dparams=0.07, dgflops=0.63),
+    'mask2former_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.33),
+    'mask2former_swin-b_sapa_ade20k': dict(dparams=0.02, dgflops=0.45),
+    'mask2former_swin-b_sapa_g_ade20k': dict(dparams=0.02, dgflops=0.45),  # as printed
+    'panoptic_fpn_r50_nearest_1x_coco': dict(params=46.0),
+    'panoptic_fpn_r50_sapa_1x_coco': dict(dparams=0.1),  # 3 x 17.5 K, rounded up in print
 }
 ROWS = list(PAPER)  # table order
 LABELS = {
@@ -71,12 +83,22 @@ LABELS = {
     'faster_rcnn_r50_fpn_sapa_g_1x_coco': 'Faster R-CNN R50 SAPA-G',
     'mask_rcnn_r50_fpn_nearest_1x_coco': 'Mask R-CNN R50 nearest',
     'mask_rcnn_r50_fpn_sapa_1x_coco': 'Mask R-CNN R50 SAPA-B',
+    'panoptic_fpn_r50_nearest_1x_coco': 'Panoptic FPN R50 nearest',
+    'panoptic_fpn_r50_sapa_1x_coco': 'Panoptic FPN R50 SAPA-B',
 }
+for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
+    for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('sapa_i', 'SAPA-I'),
+                         ('sapa', 'SAPA-B'), ('sapa_g', 'SAPA-G')):
+        LABELS[f'{_model}_swin-b_{_row}_ade20k'] = (
+            f"{'MaskFormer' if _model == 'maskformer' else 'Mask2Former'} Swin-B {_label}")
 BASELINE_OF = {
     'segformer_': 'segformer_bilinear_ade20k',
     'upernet_r50_': 'upernet_r50_bilinear_ade20k',
     'faster_rcnn_r50_fpn_': 'faster_rcnn_r50_fpn_nearest_1x_coco',
     'mask_rcnn_r50_fpn_': 'mask_rcnn_r50_fpn_nearest_1x_coco',
+    'maskformer_swin-b_': 'maskformer_swin-b_nearest_ade20k',
+    'mask2former_swin-b_': 'mask2former_swin-b_bilinear_ade20k',
+    'panoptic_fpn_r50_': 'panoptic_fpn_r50_nearest_1x_coco',
 }
 
 

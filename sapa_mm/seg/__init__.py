@@ -7,4 +7,11 @@ from .uper_head import GuidedUPerHead
 from .segnet import SegNetEncoder, SegNetHead
 from .metrics import BoundaryIoUMetric, SegLossMetric  # noqa: F401  (registers the metrics)
 
-__all__ = ['GuidedUPerHead', 'GuidedSegformerHead', 'SegNetEncoder', 'SegNetHead']
+try:  # MaskFormer lives in mmdet; SegFormer / UPerNet work without it
+    from .maskformer_head import GuidedMaskFormerHead
+except ModuleNotFoundError as exc:
+    if not (exc.name or '').startswith('mmdet'):
+        raise
+
+__all__ = ['GuidedUPerHead', 'GuidedSegformerHead', 'GuidedMaskFormerHead', 'SegNetEncoder',
+           'SegNetHead']

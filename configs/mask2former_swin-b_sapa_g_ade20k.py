@@ -1,0 +1,8 @@
+# Mask2Former Swin-B, ADE20K 640x640, 160k: SAPA-G (gated query, d=32, LayerNorm)
+# in the 1/8 -> 1/4 step of the pixel decoder.
+_base_ = ['./_base_/mask2former_swin-b_ade20k-640x640.py']
+
+model = dict(
+    decode_head=dict(
+        pixel_decoder=dict(
+            upsample_cfg=dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32, norm='LN'))))

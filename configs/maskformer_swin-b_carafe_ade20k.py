@@ -1,0 +1,9 @@
+# MaskFormer Swin-B, ADE20K 640x640, 160k: CARAFE (k_up=5, k_enc=3, 64 compressed
+# channels) in the three top-down steps of the pixel decoder.
+_base_ = ['./_base_/maskformer_swin-b_ade20k-640x640.py']
+
+model = dict(
+    decode_head=dict(
+        pixel_decoder=dict(
+            upsample_cfg=dict(
+                type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64))))
