@@ -146,7 +146,7 @@ def test_seg_loss_metric_is_the_mean_pixel_cross_entropy():
     metric.process({}, [dict(seg_logits=dict(data=logits[i]), gt_sem_seg=dict(data=label[i:i + 1]))
                         for i in range(2)])
     want = F.cross_entropy(logits, label, ignore_index=255).item()
-    assert metric.evaluate(2)['val_loss'] == pytest.approx(want, abs=1e-4)
+    assert metric.evaluate(2)['val_ce'] == pytest.approx(want, abs=1e-4)
 
 
 def test_demo_mask_rcnn_uses_guided_fpn_with_sapa():
@@ -222,7 +222,7 @@ def test_main_command_shortened(tmp_path):
     from demo import read_scalars
     for r in segnet.values():
         _, val = read_scalars(r['work_dir'])
-        assert [v['step'] for v in val] == [10, 20] and all(v['val_loss'] > 0 for v in val)
+        assert [v['step'] for v in val] == [10, 20] and all(v['val_ce'] > 0 for v in val)
     for experiment in ('segformer', 'segnet'):
         for name in (f'curves_{experiment}.png', f'comparison_{experiment}.png'):
             path = work / name

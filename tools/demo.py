@@ -295,8 +295,8 @@ def plot_curves(runs, path, title):
         if not val:
             continue
         steps = [r['step'] for r in val]
-        if 'val_loss' in val[0]:
-            axes[0].plot(steps, [r['val_loss'] for r in val], marker='o', color=colour,
+        if 'val_ce' in val[0]:
+            axes[0].plot(steps, [r['val_ce'] for r in val], marker='o', color=colour,
                          linewidth=2, label=f'{VARIANTS[name]} validation')
         axes[1].plot(steps, [r['mIoU'] for r in val], marker='o', color=colour,
                      label=f'{VARIANTS[name]} mIoU')
@@ -484,7 +484,7 @@ def train_and_evaluate(args, data_root, experiment, variants, iters, val_interva
         runs[v] = dict(label=name, config=config, work_dir=wd, checkpoint=ckpt,
                        mIoU=metrics.get('mIoU', float('nan')),
                        mBIoU=metrics.get('mBIoU', float('nan')),
-                       val_loss=metrics.get('val_loss', float('nan')),
+                       val_loss=metrics.get('val_ce', float('nan')),
                        aAcc=metrics.get('aAcc', float('nan')),
                        train_seconds=secs, s_per_iter=time_per_iter(train_rows))
         say(f'{experiment} {name}: mIoU {runs[v]["mIoU"]:.2f}  boundary IoU '

@@ -71,7 +71,7 @@ def run_one(experiment, variant, seed, iters, args, data_root, env):
         raise demo.ToolError(f'no validation at iteration {iters} in {wd}')
     result = dict(experiment=experiment, variant=variant, seed=seed, iters=iters,
                   mIoU=val_rows[-1]['mIoU'], mBIoU=val_rows[-1]['mBIoU'],
-                  val_loss=val_rows[-1].get('val_loss'),
+                  val_loss=val_rows[-1].get('val_ce'),
                   aAcc=val_rows[-1].get('aAcc'), seconds=secs,
                   s_per_iter=demo.time_per_iter(train_rows))
     with open(done, 'w') as f:

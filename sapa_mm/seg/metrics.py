@@ -122,8 +122,10 @@ class BoundaryIoUMetric(BaseMetric):
 class SegLossMetric(BaseMetric):
     """Validation loss: the mean per-pixel cross-entropy of the predicted logits
     (``seg_logits``, at the label's size) against the ground truth, ignored pixels
-    left out. Reported as ``val_loss``, so that training and validation losses can be
-    plotted side by side (a rising validation loss is over-fitting)."""
+    left out, so that training and validation losses can be plotted side by side (a
+    rising validation loss is over-fitting). Reported as ``val_ce``: mmengine's log
+    processor averages every key containing "loss" over a window of past values, which
+    would smooth a validation loss across validations."""
     default_prefix: Optional[str] = None
 
     def __init__(self, ignore_index: int = 255, collect_device: str = 'cpu',
@@ -143,4 +145,4 @@ class SegLossMetric(BaseMetric):
     def compute_metrics(self, results: List) -> Dict[str, float]:
         total = sum(r[0] for r in results)
         count = sum(r[1] for r in results)
-        return {'val_loss': round(total / count, 4) if count else float('nan')}
+        return {'val_ce': round(total / count, 4) if count else float('nan')}
