@@ -34,7 +34,8 @@ def _options(iters=ITERS):
             'param_scheduler.0.end=4', 'param_scheduler.1.begin=4',
             f'param_scheduler.1.end={iters}', f'default_hooks.checkpoint.interval={EVERY}',
             'default_hooks.logger.interval=1', 'train_dataloader.batch_size=4',
-            'randomness.seed=3', 'randomness.deterministic=True']
+            'randomness.seed=3', 'randomness.deterministic=True',
+            'model.data_preprocessor.size=(128,128)']  # the small test images
 
 
 def _env(data):

@@ -47,7 +47,8 @@ def _options(world, seed=0, iters=ITERS):
             f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
             f'param_scheduler.1.end={iters}', f'default_hooks.checkpoint.interval={iters}',
             'default_hooks.logger.interval=10', f'randomness.seed={seed}',
-            f'train_dataloader.batch_size={GLOBAL_BATCH // world}']
+            f'train_dataloader.batch_size={GLOBAL_BATCH // world}',
+            'model.data_preprocessor.size=(128,128)']  # the small test images
 
 
 def _torchrun(nproc, port, nnodes=1, node_rank=0):

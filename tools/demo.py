@@ -67,15 +67,14 @@ EXPERIMENTS = {
     'segformer': dict(
         prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
         choices=('bilinear', 'sapa_i', 'sapa_b', 'sapa_g'), default=('bilinear', 'sapa_b'),
-        feature='stage-4 feat.'),
+        batch=4, feature='stage-4 feat.'),
     'segnet': dict(
         prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
         choices=('nearest', 'bilinear', 'sapa_b'), default=('nearest', 'bilinear', 'sapa_b'),
-        feature='last decoder step'),
+        batch=8, feature='last decoder step'),
 }
 SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_{}.py')
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_demo_{}.py')
-GLOBAL_BATCH = 8
 
 
 def say(msg):
@@ -187,7 +186,7 @@ def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=Fa
         f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={val_interval}', *sched,
         f'default_hooks.checkpoint.interval={ckpt_interval or val_interval}',
         f'default_hooks.logger.interval={log_interval}', f'randomness.seed={seed}',
-        f'train_dataloader.batch_size={GLOBAL_BATCH // world_size}',
+        f'train_dataloader.batch_size={EXPERIMENTS[experiment]["batch"] // world_size}',
     ]
     if deterministic:
         opts.append('randomness.deterministic=True')
@@ -243,7 +242,7 @@ def complexity(config):
                 upsampler_macs=c['upsampler_macs'], input_shape=list(c['input_shape']))
 
 
-def benchmark(configs, size, reps=8, batch=GLOBAL_BATCH, num_classes=6):
+def benchmark(configs, size, batch, reps=8, num_classes=6):
     """Seconds per training step (forward, loss, backward, AdamW step) of each
     config's model on a random batch, median over ``reps`` rounds. The models take
     turns within every round, so a burst of load from other programs on the
@@ -440,7 +439,7 @@ def table(rows, columns):
                      [line(b) for b in body])
 
 
-def seg_columns(size):
+def seg_columns(size, batch):
     return [
         ('upsampler', lambda r: r['label']),
         ('mIoU', lambda r: f"{r['mIoU']:.2f}"),
@@ -448,7 +447,7 @@ def seg_columns(size):
         ('val loss', lambda r: f"{r['val_loss']:.4f}"),
         ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
         (f'GFLOPs (MAC, {size}x{size})', lambda r: f"{r['macs'] / 1e9:.4f}"),
-        ('s/iter (batch 8)', lambda r: f"{r['s_per_step']:.3f}"),
+        (f's/iter (batch {batch})', lambda r: f"{r['s_per_step']:.3f}"),
         ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}"),
     ]
 
@@ -504,11 +503,12 @@ def run_experiment(args, data_root, experiment):
         r.update(complexity(r['config']))
     size = runs[variants[0]]['input_shape'][0]
     say(f'{experiment}: timing a training step of each variant (interleaved, median of 8)')
-    for v, t in benchmark({v: r['config'] for v, r in runs.items()}, size).items():
+    batch = spec['batch']
+    for v, t in benchmark({v: r['config'] for v, r in runs.items()}, size, batch).items():
         runs[v]['s_per_step'] = t
     title = f'{spec["title"]}, {iters} iterations, seed {args.seed}'
     lines = [f'{experiment}: {title}, demo validation set', '',
-             table(list(runs.values()), seg_columns(size)), '']
+             table(list(runs.values()), seg_columns(size, batch)), '']
     if not args.no_figures:
         curves = osp.join(args.work_dir, f'curves_{experiment}.png')
         plot_curves(runs, curves, title)
@@ -556,7 +556,7 @@ def parse_args(argv=None):
                    choices=list(EXPERIMENTS))
     p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['default']),
                    choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')
-    p.add_argument('--iters', type=int, default=200,
+    p.add_argument('--iters', type=int, default=400,
                    help='SegFormer training iterations per variant')
     p.add_argument('--val-interval', type=int, default=None,
                    help='SegFormer: validate every N iterations (default: iters/4)')
@@ -582,8 +582,9 @@ def parse_args(argv=None):
     p.add_argument('--det-iters', type=int, default=300)
     p.add_argument('--det-variants', nargs='+', default=['sapa'], choices=['sapa', 'nearest'])
     args = p.parse_args(argv)
-    if GLOBAL_BATCH % args.nproc:
-        p.error(f'--nproc must divide the global batch {GLOBAL_BATCH}')
+    for name in ([] if args.det_only else args.experiments):
+        if EXPERIMENTS[name]['batch'] % args.nproc:
+            p.error(f'--nproc must divide the {name} batch {EXPERIMENTS[name]["batch"]}')
     return args
 
 
@@ -608,7 +609,7 @@ def main(argv=None):
         lines += ['mIoU / boundary IoU / val loss: tools/test.py on the last checkpoint '
                   '(%, %, per-pixel cross-entropy). params: trainable; GFLOPs: '
                   'multiply-accumulates of one image.',
-                  's/iter (batch 8): one training step on random data, all variants '
+                  's/iter (batch): one training step on random data, all variants '
                   'timed in turns (median of 8); s/iter (train log): median of the '
                   "training log's iteration times (data loading included; sensitive to "
                   'other load on the machine).', '']
