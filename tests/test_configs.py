@@ -200,6 +200,10 @@ def test_one_training_step_on_cpu(name):
                                        ('mask_rcnn_r50_fpn_nearest_1x_coco', 'coco'),
                                        ('maskformer_swin-b_sapa_ade20k', 'ade'),
                                        ('mask2former_swin-b_bilinear_ade20k', 'ade'),
+                                       ('maskformer_swin-b_indexnet_ade20k', 'ade'),
+                                       ('maskformer_swin-b_a2u_ade20k', 'ade'),
+                                       ('mask2former_swin-b_indexnet_ade20k', 'ade'),
+                                       ('mask2former_swin-b_a2u_ade20k', 'ade'),
                                        ('panoptic_fpn_r50_sapa_1x_coco', 'panoptic')])
 def test_missing_dataset_message(name, kind, tmp_path, monkeypatch):
     from sapa_mm.datasets import check_data_roots
@@ -263,6 +267,8 @@ CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=
 SAPA_I = dict(type='SAPA', variant='I', kernel_size=5)
 SAPA_B_LN = dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='LN')
 SAPA_G_LN = dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32, norm='LN')
+INDEXNET = dict(type='IndexNet', kernel_size=4, nonlinear=True)
+A2U = dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1)
 MASK_ROWS = {}
 for _model, _base in (('maskformer', dict(type='nearest')),
                       ('mask2former', dict(type='bilinear'))):
@@ -270,6 +276,8 @@ for _model, _base in (('maskformer', dict(type='nearest')),
     MASK_ROWS.update({
         f'{_model}_swin-b_{_stock}_ade20k': _base,
         f'{_model}_swin-b_carafe_ade20k': CARAFE,
+        f'{_model}_swin-b_indexnet_ade20k': INDEXNET,
+        f'{_model}_swin-b_a2u_ade20k': A2U,
         f'{_model}_swin-b_sapa_i_ade20k': SAPA_I,
         f'{_model}_swin-b_sapa_ade20k': SAPA_B_LN,
         f'{_model}_swin-b_sapa_g_ade20k': SAPA_G_LN,
@@ -359,10 +367,14 @@ def _small_swin(cfg):
 
 # Panoptic FPN's neck is GuidedFPN, which the R-CNN rows above already step through
 @pytest.mark.parametrize('name', ['maskformer_swin-b_sapa_g_ade20k',
-                                  'mask2former_swin-b_sapa_ade20k'])
+                                  'mask2former_swin-b_sapa_ade20k',
+                                  'maskformer_swin-b_indexnet_ade20k',
+                                  'maskformer_swin-b_a2u_ade20k',
+                                  'mask2former_swin-b_indexnet_ade20k',
+                                  'mask2former_swin-b_a2u_ade20k'])
 def test_new_rows_one_training_step_on_cpu(name):
-    """One forward + backward per pixel decoder type on an odd-sized batch, with a
-    small Swin."""
+    """One forward + backward on an odd-sized batch, with a small Swin: a SAPA row
+    per pixel decoder type and every IndexNet / A2U row."""
     from sapa_mm.flops import build_model
     torch.manual_seed(0)
     cfg = _small_swin(_load(name))

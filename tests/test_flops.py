@@ -185,7 +185,9 @@ MSDA_ENCODER = dict(  # one layer is enough: the encoder does not change the del
                      act_cfg=dict(type='ReLU', inplace=True))))
 CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64)
 DECODER_ROWS = {'sapa': dict(type='SAPA', variant='B', embed_dim=32, norm='LN'),
-                'sapa_i': dict(type='SAPA', variant='I'), 'carafe': CARAFE}
+                'sapa_i': dict(type='SAPA', variant='I'), 'carafe': CARAFE,
+                'indexnet': dict(type='IndexNet', kernel_size=4, nonlinear=True),
+                'a2u': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1)}
 
 
 class _Decoder(nn.Module):
@@ -233,7 +235,9 @@ def decoders():
 @pytest.mark.parametrize('model,row,dparams,dgflops', [
     ('maskformer', 'carafe', 0.22, 0.84), ('maskformer', 'sapa_i', 0.0, 0.43),
     ('maskformer', 'sapa', 0.05, 0.59), ('mask2former', 'carafe', 0.07, 0.63),
-    ('mask2former', 'sapa_i', 0.0, 0.33), ('mask2former', 'sapa', 0.02, 0.45)])
+    ('mask2former', 'sapa_i', 0.0, 0.33), ('mask2former', 'sapa', 0.02, 0.45),
+    ('maskformer', 'indexnet', 6.30, 17.64), ('maskformer', 'a2u', 0.03, 0.23),
+    ('mask2former', 'indexnet', 2.10, 13.44), ('mask2former', 'a2u', 0.01, 0.18)])
 def test_mask_decoder_deltas_beside_the_paper(decoders, model, row, dparams, dgflops):
     (p0, m0), (p1, m1) = decoders[model, 'base'], decoders[model, row]
     assert abs((p1 - p0) / 1e6 - dparams) <= 0.005
@@ -250,6 +254,24 @@ def test_sapa_b_mask_decoder_exact_count(decoders):
         (p0, m0), (p1, m1) = decoders[model, 'base'], decoders[model, 'sapa']
         assert m1 - m0 == sum(cost(n) for n in px)
         assert p1 - p0 == len(px) * 17472
+
+
+def test_indexnet_a2u_mask_decoder_exact_count(decoders):
+    """Per step with n low-res pixels at C = Cg = 256 (the arithmetic of
+    docs/integration.md): IndexNet's index block n·(256·512·16 + 512·4); A2U's
+    reassembly, two 6×6 filterings, channel sum, heads and rank-1 mix. MaskFormer's
+    steps start from 20², 40², 80², Mask2Former's from 80²."""
+    def a2u(n):
+        return 4 * n * 256 * 9 + 2 * n * 256 * 36 + n * 256 + 3 * 36 * 256 + n * 36
+    for model, low in (('maskformer', [20 * 20, 40 * 40, 80 * 80]),
+                       ('mask2former', [80 * 80])):
+        (p0, m0) = decoders[model, 'base']
+        p1, m1 = decoders[model, 'indexnet']
+        assert (p1 - p0, m1 - m0) == (len(low) * 2_100_224, sum(low) * 2_099_200)
+        p1, m1 = decoders[model, 'a2u']
+        assert p1 - p0 == len(low) * 10_790
+        # mmengine reads an einsum's cost off numpy's einsum_path printout (4 digits)
+        assert abs(m1 - m0 - sum(a2u(n) for n in low)) <= 1e-4 * (m1 - m0)
 
 
 def test_mask_and_panoptic_baseline_params():

@@ -52,11 +52,15 @@ PAPER = {
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(),
     'maskformer_swin-b_nearest_ade20k': dict(params=102, gflops=195),
     'maskformer_swin-b_carafe_ade20k': dict(dparams=0.22, dgflops=0.84),
+    'maskformer_swin-b_indexnet_ade20k': dict(dparams=6.30, dgflops=17.64),
+    'maskformer_swin-b_a2u_ade20k': dict(dparams=0.03, dgflops=0.23),
     'maskformer_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.43),
     'maskformer_swin-b_sapa_ade20k': dict(dparams=0.05, dgflops=0.59),
     'maskformer_swin-b_sapa_g_ade20k': dict(dparams=0.05, dgflops=0.59),  # as printed
     'mask2former_swin-b_bilinear_ade20k': dict(params=107, gflops=223),
     'mask2former_swin-b_carafe_ade20k': dict(dparams=0.07, dgflops=0.63),
+    'mask2former_swin-b_indexnet_ade20k': dict(dparams=2.10, dgflops=13.44),
+    'mask2former_swin-b_a2u_ade20k': dict(dparams=0.01, dgflops=0.18),
     'mask2former_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.33),
     'mask2former_swin-b_sapa_ade20k': dict(dparams=0.02, dgflops=0.45),
     'mask2former_swin-b_sapa_g_ade20k': dict(dparams=0.02, dgflops=0.45),  # as printed
@@ -87,8 +91,9 @@ LABELS = {
     'panoptic_fpn_r50_sapa_1x_coco': 'Panoptic FPN R50 SAPA-B',
 }
 for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
-    for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('sapa_i', 'SAPA-I'),
-                         ('sapa', 'SAPA-B'), ('sapa_g', 'SAPA-G')):
+    for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('indexnet', 'IndexNet'),
+                         ('a2u', 'A2U'), ('sapa_i', 'SAPA-I'), ('sapa', 'SAPA-B'),
+                         ('sapa_g', 'SAPA-G')):
         LABELS[f'{_model}_swin-b_{_row}_ade20k'] = (
             f"{'MaskFormer' if _model == 'maskformer' else 'Mask2Former'} Swin-B {_label}")
 BASELINE_OF = {

@@ -1,0 +1,8 @@
+# Mask2Former Swin-B, ADE20K 640x640, 160k: A2U (rank 1, 6x6 encoder filters, 3x3
+# reassembly) in the 1/8 -> 1/4 step of the pixel decoder.
+_base_ = ['./_base_/mask2former_swin-b_ade20k-640x640.py']
+
+model = dict(
+    decode_head=dict(
+        pixel_decoder=dict(
+            upsample_cfg=dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1))))
