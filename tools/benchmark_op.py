@@ -6,6 +6,7 @@ interleaved, so machine noise hits them alike), and prints ratios:
 
     python tools/benchmark_op.py                 # CPU, 2 threads, DESIGN.md setting + sweep
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
+    python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
 
 Needs torch alone (no mm* package), so it runs on a bare GPU machine.
 """
@@ -106,6 +107,36 @@ def report(title, fns, out_bytes, device, repeats):
     return t, m
 
 
+def compile_report(device: torch.device, repeats: int, quick: bool = False) -> None:
+    """SAPA-B module forward+backward, eager vs torch.compile: first call and steady state."""
+    from sapa_mm.layers import SAPA
+    C, H = (8, 8) if quick else (256, 64)
+    torch.manual_seed(0)
+    module = SAPA(C).to(device)
+    x = torch.randn(1, C, H, H, device=device)
+    guide = torch.randn(1, C, 2 * H, 2 * H, device=device)
+
+    def step(m):
+        def run():
+            m(x, guide).sum().backward()
+        run.reset = lambda: module.zero_grad(set_to_none=True)
+        return run
+    explain = torch._dynamo.explain(module)(x, guide)
+    compiled = torch.compile(module)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    t0 = time.perf_counter()
+    step(compiled)()
+    sync()
+    first = time.perf_counter() - t0
+    t = timed({'eager': step(module), 'compiled': step(compiled)}, device, repeats)
+    print(f'\nSAPA-B module (C={C}, {H}x{H} -> {2 * H}x{2 * H}), forward+backward, '
+          f'graph breaks under dynamo: {explain.graph_break_count}')
+    print('| mode | first call s | steady ms | vs eager |')
+    print('|---|---:|---:|---:|')
+    print(f"| eager | - | {t['eager'] * 1e3:.1f} | 1.00x |")
+    print(f"| torch.compile | {first:.1f} | {t['compiled'] * 1e3:.1f} | {t['compiled'] / t['eager']:.2f}x |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -113,6 +144,8 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
+    parser.add_argument('--compile', action='store_true',
+                        help='only the SAPA-B module, eager vs torch.compile')
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -137,6 +170,8 @@ def main(argv=None):
     if args.quick:
         main_cfg, sweep = dict(B=1, C=8, d=4, H=8, W=8, K=5, s=2), [dict(B=1, C=4, d=2, H=5, W=7, K=3, s=3)]
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
+    if args.compile:
+        return compile_report(device, args.repeats, args.quick)
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
           'output = bytes of the (B, C, sH, sW) output')
     for dtype in dtypes:
