@@ -233,11 +233,11 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
         return type(name, (torch.autograd.Function,),
                     dict(forward=staticmethod(forward), backward=staticmethod(backward))).apply
 
-    correlate = _pair_function('correlate', correlate_kernel, correlate_grads)
-    aggregate = _pair_function('aggregate', aggregate_kernel, aggregate_grads)
-    scatter = _pair_function('scatter', scatter_kernel, scatter_grads)
+    correlate = _pair_function('sapa_mm_correlate', correlate_kernel, correlate_grads)
+    aggregate = _pair_function('sapa_mm_aggregate', aggregate_kernel, aggregate_grads)
+    scatter = _pair_function('sapa_mm_scatter', scatter_kernel, scatter_grads)
 
-    class _Upsample(torch.autograd.Function):
+    class sapa_mm_upsample(torch.autograd.Function):  # noqa: N801 (FLOP counters key on the name)
 
         @staticmethod
         def forward(ctx, q, k, v, K, s, backend):
@@ -254,6 +254,6 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
             return (*upsample_grads(_RAW, _c(grad), None, _c(q), _c(k), _c(v), attn, *ctx.cfg,
                                     ctx.needs_input_grad), None, None, None)
 
-    upsample = _Upsample.apply
+    upsample = sapa_mm_upsample.apply
 
 __all__ = ['HAS_CUSTOM_OP', 'correlate', 'aggregate', 'scatter', 'upsample', 'triton_failed']
