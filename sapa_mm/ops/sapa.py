@@ -60,9 +60,14 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
 
 
 def _trace_constant(fn):
-    """torch.compile calls ``fn`` once while tracing and keeps its result as a constant."""
-    decorate = getattr(getattr(torch, 'compiler', None), 'assume_constant_result', None)
-    return decorate(fn) if decorate is not None else fn
+    """torch.compile calls ``fn`` once while tracing and keeps its result as a constant.
+
+    The marker ``torch.compiler.assume_constant_result`` sets, set here directly: the
+    public decorator imports Dynamo, 3 s added to every import of the operator.
+    (tests/test_op_library.py checks that compiling still sees no graph break.)
+    """
+    fn._dynamo_marked_constant = True
+    return fn
 
 
 @_trace_constant
