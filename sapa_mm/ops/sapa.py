@@ -20,6 +20,7 @@ This module checks arguments and picks the backend; ONNX and torch.export get th
 'torch' path inline, so they record standard ops only.
 """
 import os
+import sys
 import warnings
 from typing import Optional
 
@@ -56,7 +57,17 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
     if name == 'triton' and device.type != 'cuda':
         raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
+    if not library.HAS_CUSTOM_OP and _compiling():
+        return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
     return _ready_backend(name, device.type)
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if is_compiling is None:  # torch < 2.3; nothing compiles before Dynamo is imported
+        dynamo = sys.modules.get('torch._dynamo')
+        is_compiling = getattr(dynamo, 'is_compiling', lambda: False)
+    return is_compiling()
 
 
 def _trace_constant(fn):
