@@ -193,6 +193,18 @@ def test_self_check_fails_on_a_mismatch():
     assert proc.returncode == 1 and 'MISMATCH' in proc.stdout, proc.stdout + proc.stderr[-2000:]
 
 
+_INSTALLED = r'''
+import os, sys, torch, sapa_mm
+from sapa_mm.ops import cpu_backend, resolve_backend, sapa_upsample, upsample_reference
+assert sapa_mm.__file__.startswith(sys.argv[1]), sapa_mm.__file__
+assert resolve_backend(None, torch.device('cpu')) == 'cpu' and cpu_backend.available()
+q, k, v = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 3, 4), torch.randn(1, 5, 3, 4)
+torch.testing.assert_close(sapa_upsample(q, k, v, 3, 2), upsample_reference(q, k, v, 3, 2))
+import sapa_mm.seg, sapa_mm.det
+print('installed copy ok')
+'''
+
+
 def test_wheel_carries_the_cpu_kernel_source(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q',
                            '-w', str(tmp_path), ROOT], cwd=tmp_path, capture_output=True, text=True,
@@ -206,6 +218,16 @@ def test_wheel_carries_the_cpu_kernel_source(tmp_path):
     assert {'sapa_mm/ops/library.py', 'sapa_mm/ops/check.py'} <= set(names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('METADATA'))).decode()
     assert 'Requires-Dist: torch>=1.13\n' in meta  # no upper cap on the core requirement
+    # installed (not editable) beside the full environment, run from outside the repo:
+    # the fast CPU path builds from the shipped source in a fresh cache
+    site = tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(site),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=str(site), SAPA_CACHE_DIR=str(tmp_path / 'cache'))
+    env.pop('SAPA_BACKEND', None)
+    proc = subprocess.run([sys.executable, '-c', _INSTALLED, str(site)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and 'installed copy ok' in proc.stdout, proc.stderr[-3000:]
 
 
 def test_importing_the_operator_does_not_import_dynamo():
