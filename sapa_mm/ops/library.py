@@ -49,51 +49,53 @@ def _module(backend: str) -> ModuleType:
     return cpu_backend if backend == 'cpu' else torch_backend
 
 
-def _run(backend: str, name: str, *args):
-    """``backend.name(*args)``; a Triton failure warns once and reruns on 'torch'."""
+def _run(backend: str, name: str, call):
+    """``call(kernels of backend)``; a Triton failure warns once and reruns on 'torch'."""
     global _triton_failed
     impl = _module(backend)
-    fn = getattr(impl, name, None) or getattr(_Composed, name)
     if impl is not triton_backend:
-        return fn(*args) if name != 'upsample_forward' else fn(impl, *args)
+        return call(impl)
     try:
-        return fn(*args)
+        return call(impl)
     except torch.cuda.OutOfMemoryError:
         raise  # the 'torch' path would not fit either
     except Exception as exc:  # compile errors, out-of-resources, launch failures
         _triton_failed = True
         warnings.warn(f'sapa_mm: the Triton kernel {name!r} failed on this GPU ({type(exc).__name__}: '
                       f"{str(exc)[:300]}); using the 'torch' backend for the rest of this process.")
-        return _run('torch', name, *args)
+        return call(torch_backend)
 
 
-class _Composed:
-    """Backends without a fused forward compose it from their products."""
-
-    @staticmethod
-    def upsample_forward(impl, q, k, v, K, s):
-        attn = impl.correlate(q, k, K, s).softmax(1)  # float32 / float64
-        return impl.aggregate(attn, v, K, s), attn
+def _fused_forward(impl: ModuleType, q: Tensor, k: Tensor, v: Tensor, K: int, s: int):
+    if hasattr(impl, 'upsample_forward'):  # one kernel, the logits never stored
+        return impl.upsample_forward(q, k, v, K, s)
+    attn = impl.correlate(q, k, K, s).softmax(1)  # float32 / float64
+    return impl.aggregate(attn, v, K, s), attn
 
 
 def _c(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
+# Outputs are made contiguous: the fake kernels promise contiguous strides.
 def correlate_kernel(hi: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
-    return _c(_run(backend, 'correlate', _c(hi), _c(lo), K, s))
+    hi, lo = _c(hi), _c(lo)
+    return _c(_run(backend, 'correlate', lambda impl: impl.correlate(hi, lo, K, s)))
 
 
 def aggregate_kernel(w: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
-    return _c(_run(backend, 'aggregate', _c(w), _c(lo), K, s))
+    w, lo = _c(w), _c(lo)
+    return _c(_run(backend, 'aggregate', lambda impl: impl.aggregate(w, lo, K, s)))
 
 
 def scatter_kernel(w: Tensor, hi: Tensor, K: int, s: int, backend: str) -> Tensor:
-    return _c(_run(backend, 'scatter', _c(w), _c(hi), K, s))
+    w, hi = _c(w), _c(hi)
+    return _c(_run(backend, 'scatter', lambda impl: impl.scatter(w, hi, K, s)))
 
 
 def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: str) -> Tuple[Tensor, Tensor]:
-    out, attn = _run(backend, 'upsample_forward', _c(q), _c(k), _c(v), K, s)
+    q, k, v = _c(q), _c(k), _c(v)
+    out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s))
     return _c(out), _c(attn)
 
 
