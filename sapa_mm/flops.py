@@ -1,22 +1,27 @@
 """Multiply-accumulate counts for the SAPA (and CARAFE) operators in mmengine's
 jit-trace-based complexity analysis (``mmengine.analysis``).
 
-A ``torch.autograd.Function`` shows up in the trace as one ``prim::PythonOp`` node
-named after its class; mmengine has no handle for it, so without this module an
-upsampler built on such an op counts zero FLOPs (and a kernel with no CPU path
-crashes the trace). ``register_flop_handles()`` (run on import) adds handles to
-mmengine's default tables, so ``mmengine.analysis.get_model_complexity_info`` and
+The SAPA operator is a set of dispatcher ops (``sapa_mm/ops/library.py``), recorded by
+the trace under their names; mmengine has no handle for them, and CARAFE's
+``torch.autograd.Function``s show up as ``prim::PythonOp.<class>`` nodes, so without
+this module an upsampler counts zero FLOPs (and a kernel with no CPU path crashes the
+trace). ``register_flop_handles()`` (run on import) adds handles to mmengine's
+default tables, so ``mmengine.analysis.get_model_complexity_info`` and
 ``FlopAnalyzer`` count them from then on:
 
 =================================  ==========================================
-op (``prim::PythonOp.<class>``)    MACs
+op                                 MACs
 =================================  ==========================================
-SAPAUpsampleFunction(q, k, v)      out pixels · K² · (d + C)   (similarity + aggregation)
-SAPASimilarityFunction(q, k)       out pixels · K² · d
-SAPAAggregateFunction(w, v)        out pixels · K² · C
+sapa_mm::upsample(q, k, v)         out pixels · K² · (d + C)   (similarity + aggregation)
+sapa_mm::correlate(q, k)           out pixels · K² · d
+sapa_mm::aggregate(w, v)           out pixels · K² · C
+sapa_mm::scatter(w, g)             high-res pixels · K² · C    (aggregate's adjoint)
 CARAFEFunction / CARAFENaive... /  out pixels · K² · C         (reassembly)
 CARAFEReassembleFunction
 =================================  ==========================================
+
+On torch < 2.4 (no ``torch.library.custom_op``) the SAPA ops run as autograd
+Functions named ``sapa_mm_<op>``; the same handles count them.
 
 (``out pixels`` = B · h · w of the high-resolution output, ``d`` the query channels,
 ``C`` the value channels.) The 1×1 projections are ordinary convolutions / linears
@@ -43,10 +48,13 @@ def _shape(value) -> List[int]:
     return list(sizes)
 
 
-def _call_args(outputs: Sequence[Any]) -> List[Any]:
+def _call_args(inputs, outputs) -> List[Any]:
     """The op's arguments in call order: jit Values for tensors, Python values for
-    the scalars (a PythonOp keeps its non-tensor arguments out of ``inputs``)."""
+    the scalars. A dispatcher op lists its scalars among ``inputs`` as constants; a
+    PythonOp keeps them out of ``inputs``."""
     node = outputs[0].node()
+    if not node.kind().startswith('prim::PythonOp'):
+        return [v if v.type().kind() == 'TensorType' else v.toIValue() for v in inputs]
     tensors = iter(node.inputs())
     scalars = iter(node.scalar_args())
     return [next(tensors) if c == 'd' else next(scalars) for c in node.cconv()]
@@ -59,40 +67,37 @@ def _prod(xs: Sequence[int]) -> int:
     return p
 
 
-def _out_pixels(outputs) -> int:
-    shape = _shape(outputs[0])
-    return _prod(shape[:1] + shape[2:])
-
-
 def sapa_upsample_flop_jit(inputs, outputs) -> int:
-    """SAPAUpsampleFunction(query, key, value, K, s, ...)."""
-    args = _call_args(outputs)
-    K = int(args[3])
-    d = _shape(args[0])[1]
-    C = _shape(outputs[0])[1]
-    return _out_pixels(outputs) * K * K * (d + C)
+    """upsample(query, key, value, K, s, backend) -> (B, C, h, w), attention."""
+    q, _, _, K = _call_args(inputs, outputs)[:4]
+    B, C, h, w = _shape(outputs[0])
+    return B * h * w * K * K * (_shape(q)[1] + C)
 
 
-def sapa_similarity_flop_jit(inputs, outputs) -> int:
-    """SAPASimilarityFunction(query, key, K, s, ...) -> (B, K², h, w)."""
-    args = _call_args(outputs)
-    K = int(args[2])
-    d = _shape(args[0])[1]
-    return _out_pixels(outputs) * K * K * d
+def sapa_correlate_flop_jit(inputs, outputs) -> int:
+    """correlate(hi, lo, K, s, backend) -> (B, K², h, w): d MACs per output element."""
+    hi = _call_args(inputs, outputs)[0]
+    return _prod(_shape(outputs[0])) * _shape(hi)[1]
+
+
+def sapa_scatter_flop_jit(inputs, outputs) -> int:
+    """scatter(weights, hi, K, s, backend) -> (B, C, H, W): K² MACs per high-res element."""
+    _, hi, K = _call_args(inputs, outputs)[:3]
+    return _prod(_shape(hi)) * K * K
 
 
 def reassemble_flop_jit(inputs, outputs) -> int:
-    """Weighted K×K window sums: SAPAAggregateFunction(weights, value, K, ...) and
+    """Weighted K×K window sums: aggregate(weights, value, K, ...) and
     CARAFE (features, masks, K, group, s): K² MACs per output element."""
-    args = _call_args(outputs)
-    K = int(args[2])
+    K = int(_call_args(inputs, outputs)[2])
     return _prod(_shape(outputs[0])) * K * K
 
 
+_SAPA_HANDLES = {'upsample': sapa_upsample_flop_jit, 'correlate': sapa_correlate_flop_jit,
+                 'aggregate': reassemble_flop_jit, 'scatter': sapa_scatter_flop_jit}
 FLOP_HANDLES: Dict[str, Any] = {
-    'prim::PythonOp.SAPAUpsampleFunction': sapa_upsample_flop_jit,
-    'prim::PythonOp.SAPASimilarityFunction': sapa_similarity_flop_jit,
-    'prim::PythonOp.SAPAAggregateFunction': reassemble_flop_jit,
+    **{f'sapa_mm::{op}': fn for op, fn in _SAPA_HANDLES.items()},
+    **{f'prim::PythonOp.sapa_mm_{op}': fn for op, fn in _SAPA_HANDLES.items()},  # torch < 2.4
     'prim::PythonOp.CARAFEFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFENaiveFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFEReassembleFunction': reassemble_flop_jit,
@@ -165,10 +170,10 @@ def count_macs(model, inputs: Tuple[Any, ...]):
 
 
 def uncounted_custom_ops(analyzer) -> Dict[str, int]:
-    """Custom autograd Functions in the trace that no handle counts (they may hide
-    multiply-accumulates): ``{'prim::PythonOp.<class>': calls}``."""
+    """Custom autograd Functions and sapa_mm ops in the trace that no handle counts
+    (they may hide multiply-accumulates): ``{'prim::PythonOp.<class>': calls}``."""
     return {k: v for k, v in analyzer.unsupported_ops().items()
-            if k.startswith('prim::PythonOp')}
+            if k.startswith(('prim::PythonOp', 'sapa_mm::'))}
 
 
 def count_params(model, trainable_only: bool = True) -> int:

@@ -126,7 +126,7 @@ def test_onnx_export_of_the_torch_path(tmp_path, dynamo):
     assert ops <= {'Constant', 'Pad', 'Slice', 'Mul', 'Add', 'ReduceSum', 'Softmax', 'Conv', 'Transpose',
                    'LayerNormalization', 'Reshape', 'Unsqueeze', 'Cast', 'Expand', 'Shape', 'Gather',
                    'Concat', 'ScatterND', 'Squeeze', 'ConstantOfShape', 'Identity', 'Equal', 'Where',
-                   'Range', 'ReduceMean', 'Sub', 'Pow', 'Sqrt', 'Div'}, ops
+                   'Range', 'ReduceMean', 'Sub', 'Pow', 'Sqrt', 'Div', 'MatMul', 'Flatten', 'Gemm'}, ops
     if importlib.util.find_spec('onnxruntime') is None:
         pytest.skip('onnxruntime is not installed')
     import onnxruntime as ort

@@ -8,6 +8,7 @@ interleaved, so machine noise hits them alike), and prints ratios:
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
                                                  # bilinear, CARAFE, SAPA-B, IndexNet, A2U
+    python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
 
 Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE row of
 ``--modules`` needs mmcv (CARAFEPack) and is skipped without it.
@@ -149,6 +150,36 @@ def module_cases(B, C, H, W, s, device, backend=None):
     return fns, grad.numel() * grad.element_size(), params
 
 
+def compile_report(device: torch.device, repeats: int, quick: bool = False) -> None:
+    """SAPA-B module forward+backward, eager vs torch.compile: first call and steady state."""
+    from sapa_mm.layers import SAPA
+    C, H = (8, 8) if quick else (256, 64)
+    torch.manual_seed(0)
+    module = SAPA(C).to(device)
+    x = torch.randn(1, C, H, H, device=device)
+    guide = torch.randn(1, C, 2 * H, 2 * H, device=device)
+
+    def step(m):
+        def run():
+            m(x, guide).sum().backward()
+        run.reset = lambda: module.zero_grad(set_to_none=True)
+        return run
+    explain = torch._dynamo.explain(module)(x, guide)
+    compiled = torch.compile(module)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    t0 = time.perf_counter()
+    step(compiled)()
+    sync()
+    first = time.perf_counter() - t0
+    t = timed({'eager': step(module), 'compiled': step(compiled)}, device, repeats)
+    print(f'\nSAPA-B module (C={C}, {H}x{H} -> {2 * H}x{2 * H}), forward+backward, '
+          f'graph breaks under dynamo: {explain.graph_break_count}')
+    print('| mode | first call s | steady ms | vs eager |')
+    print('|---|---:|---:|---:|')
+    print(f"| eager | - | {t['eager'] * 1e3:.1f} | 1.00x |")
+    print(f"| torch.compile | {first:.1f} | {t['compiled'] * 1e3:.1f} | {t['compiled'] / t['eager']:.2f}x |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -159,6 +190,8 @@ def main(argv=None):
     parser.add_argument('--modules', action='store_true',
                         help='whole upsamplers (bilinear, CARAFE, SAPA-B, IndexNet, A2U) at one '
                         'x2 step, C = 256, instead of the operator')
+    parser.add_argument('--compile', action='store_true',
+                        help='only the SAPA-B module, eager vs torch.compile')
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -192,6 +225,8 @@ def main(argv=None):
                'float32, train mode', fns, out_bytes, device, args.repeats, params)
         return
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
+    if args.compile:
+        return compile_report(device, args.repeats, args.quick)
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
           'output = bytes of the (B, C, sH, sW) output')
     for dtype in dtypes:

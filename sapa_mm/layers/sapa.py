@@ -41,6 +41,13 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
+    def project(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """``conv(self(x))`` for a 1x1 conv, computed channels-last as one linear: the
+        normalised C-channel tensor is never transposed back, only the d-channel result.
+        (Under torch.compile that transposing copy cost more than the whole SAPA op.)"""
+        y = super().forward(x.permute(0, 2, 3, 1))
+        return F.linear(y, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+
 
 def make_norm(norm: str, channels: int) -> nn.Module:
     if norm == 'LN':
@@ -160,10 +167,12 @@ class SAPA(nn.Module):
         if self.variant == 'I':
             query, key = guide, x
         else:
-            x_normed = self.norm_x(x)
-            key = self.key_proj(x_normed)
-            query = self.query_proj(self.norm_guide(guide))
-            if self.variant == 'G':
+            query = self._norm_project(self.norm_guide, self.query_proj, guide)
+            if self.variant == 'B':
+                key = self._norm_project(self.norm_x, self.key_proj, x)
+            else:  # 'G' reuses the normalised x
+                x_normed = self.norm_x(x)
+                key = self.key_proj(x_normed)
                 gate = self._nearest_up(torch.sigmoid(self.gate(x_normed)), out_size)
                 query_x = self._nearest_up(self.query_proj_x(x), out_size)
                 query = gate * query + (1 - gate) * query_x
@@ -171,6 +180,10 @@ class SAPA(nn.Module):
         out = sapa_upsample(fit_size(query, hi_size), fit_size(key, lo_size), value,
                             K, s, backend=self.backend)
         return out[..., :out_size[0], :out_size[1]]
+
+    @staticmethod
+    def _norm_project(norm: nn.Module, conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+        return norm.project(t, conv) if isinstance(norm, LayerNorm2d) else conv(norm(t))
 
     def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
         """Pixel p takes t at (y // s, x // s), as the window centres do."""

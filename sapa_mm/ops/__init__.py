@@ -1,10 +1,14 @@
-"""The SAPA operator. Depends on torch alone."""
+"""The SAPA operator. Depends on torch alone.
+
+The functional API (``sapa_similarity``, ``sapa_aggregate``, ``sapa_upsample``) checks
+its arguments, picks a backend and calls the dispatcher ops ``torch.ops.sapa_mm.*``
+defined in :mod:`.library`.
+"""
+from . import library
 from .reference import aggregate_reference, similarity_reference, upsample_reference
-from .sapa import (BACKENDS, SAPAAggregateFunction, SAPASimilarityFunction, SAPAUpsampleFunction,
-                   resolve_backend, sapa_aggregate, sapa_similarity, sapa_upsample)
+from .sapa import BACKENDS, resolve_backend, sapa_aggregate, sapa_similarity, sapa_upsample
 
 __all__ = [
-    'sapa_similarity', 'sapa_aggregate', 'sapa_upsample', 'resolve_backend', 'BACKENDS',
-    'SAPASimilarityFunction', 'SAPAAggregateFunction', 'SAPAUpsampleFunction',
+    'sapa_similarity', 'sapa_aggregate', 'sapa_upsample', 'resolve_backend', 'BACKENDS', 'library',
     'similarity_reference', 'aggregate_reference', 'upsample_reference',
 ]

@@ -8,38 +8,39 @@ over the K x K window N(p) of low-resolution pixels centred on (y // s, x // s).
 Out-of-image taps take logit 0 (they stay in the softmax) and value 0, exactly as
 zero-padding k and v before unfolding (DESIGN.md §1).
 
-Backends implement three window products (see :mod:`.torch_backend`); the autograd
-functions below compose them, so every backend gets the same exact gradients:
+Backends implement three window products (see :mod:`.torch_backend`); the
+dispatcher ops of :mod:`.library` compose them, so every backend gets the same exact
+gradients:
 
     forward:  attn = softmax(correlate(q, k));  out = aggregate(attn, v)
     backward: ga = correlate(g, v);  gl = attn * (ga - sum_n attn * ga)
               gv = scatter(attn, g);  gq = aggregate(gl, k);  gk = scatter(gl, q)
+
+This module checks arguments and picks the backend; ONNX and torch.export get the
+'torch' path inline, so they record standard ops only.
 """
 import os
+import sys
 import warnings
-from types import ModuleType
 from typing import Optional
 
 import torch
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
-from . import cpu_backend, torch_backend, triton_backend
+from . import cpu_backend, library, torch_backend, triton_backend
 
 BACKENDS = ('torch', 'cpu', 'triton')
 
 
 def _triton_ready() -> bool:
-    return getattr(triton_backend, 'AVAILABLE', False) and torch.cuda.is_available()
-
-
-def _impl(name: str) -> ModuleType:
-    return {'torch': torch_backend, 'cpu': cpu_backend, 'triton': triton_backend}[name]
+    return (getattr(triton_backend, 'AVAILABLE', False) and torch.cuda.is_available()
+            and not library.triton_failed())
 
 
 def _as_plain_ops() -> bool:
     """ONNX and torch.export record standard ops, so they get the 'torch' path inline."""
-    return torch.compiler.is_exporting() or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
+    compiler = getattr(torch, 'compiler', None)  # torch < 2.1 has neither
+    exporting = getattr(compiler, 'is_exporting', None)
+    return bool(exporting and exporting()) or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -49,21 +50,46 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     elsewhere. A requested backend that cannot run here falls back to 'torch' with a
     warning (a missing compiler or Triton should never stop a model).
     """
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return 'torch'  # compiled kernels called through ctypes cannot be traced
     name = backend or os.environ.get('SAPA_BACKEND') or None
     if name is not None and name not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS} or None, got {name!r}')
-    if name is None:
-        if device.type == 'cuda' and _triton_ready():
-            return 'triton'
-        if device.type == 'cpu' and cpu_backend.available():
-            return 'cpu'
-        return 'torch'
     if name == 'cpu' and device.type != 'cpu':
         raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
     if name == 'triton' and device.type != 'cuda':
         raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
+    if not library.HAS_CUSTOM_OP and _compiling():
+        return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
+    return _ready_backend(name, device.type)
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if is_compiling is None:  # torch < 2.3; nothing compiles before Dynamo is imported
+        dynamo = sys.modules.get('torch._dynamo')
+        is_compiling = getattr(dynamo, 'is_compiling', lambda: False)
+    return is_compiling()
+
+
+def _trace_constant(fn):
+    """torch.compile calls ``fn`` once while tracing and keeps its result as a constant.
+
+    The marker ``torch.compiler.assume_constant_result`` sets, set here directly: the
+    public decorator imports Dynamo, 3 s added to every import of the operator.
+    (tests/test_op_library.py checks that compiling still sees no graph break.)
+    """
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_trace_constant
+def _ready_backend(name: Optional[str], device_type: str) -> str:
+    # Probing builds the C++ library or imports triton: not something to trace.
+    if name is None:
+        if device_type == 'cuda' and _triton_ready():
+            return 'triton'
+        if device_type == 'cpu' and cpu_backend.available():
+            return 'cpu'
+        return 'torch'
     ready = cpu_backend.available() if name == 'cpu' else (name != 'triton' or _triton_ready())
     if not ready:
         warnings.warn(f"sapa_mm: backend {name!r} is unavailable here; using 'torch'.")
@@ -123,107 +149,6 @@ def _check_weights_value(weights: torch.Tensor, value: torch.Tensor, K: int, s: 
 
 
 # ---------------------------------------------------------------------------------
-# autograd: one Function per public op; backends only supply the window products
-
-def _c(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous()
-
-
-class SAPASimilarityFunction(Function):
-
-    @staticmethod
-    def forward(ctx, query, key, K: int, s: int, backend: str):
-        ctx.save_for_backward(query, key)
-        ctx.cfg = K, s, backend
-        out_dtype = torch.promote_types(query.dtype, key.dtype)
-        return _impl(backend).correlate(_c(query), _c(key), K, s).to(out_dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        query, key = ctx.saved_tensors
-        K, s, backend = ctx.cfg
-        impl, grad = _impl(backend), _c(grad)
-        gq = impl.aggregate(grad, _c(key), K, s).to(query.dtype) if ctx.needs_input_grad[0] else None
-        gk = impl.scatter(grad, _c(query), K, s).to(key.dtype) if ctx.needs_input_grad[1] else None
-        return gq, gk, None, None, None
-
-
-class SAPAAggregateFunction(Function):
-
-    @staticmethod
-    def forward(ctx, weights, value, K: int, s: int, backend: str):
-        ctx.save_for_backward(weights, value)
-        ctx.cfg = K, s, backend
-        out_dtype = torch.promote_types(weights.dtype, value.dtype)
-        return _impl(backend).aggregate(_c(weights), _c(value), K, s).to(out_dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        weights, value = ctx.saved_tensors
-        K, s, backend = ctx.cfg
-        impl, grad = _impl(backend), _c(grad)
-        gw = impl.correlate(grad, _c(value), K, s).to(weights.dtype) if ctx.needs_input_grad[0] else None
-        gv = impl.scatter(_c(weights), grad, K, s).to(value.dtype) if ctx.needs_input_grad[1] else None
-        return gw, gv, None, None, None
-
-
-def _attention(impl: ModuleType, query, key, K: int, s: int) -> torch.Tensor:
-    """Softmax over the K² taps, in float32 (float64 for float64 inputs)."""
-    return impl.correlate(query, key, K, s).softmax(1)
-
-
-def _softmax_backward_(grad_attn: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """In place: grad_attn <- attn * (grad_attn - sum_n attn * grad_attn), the logit gradient.
-
-    The sum over the taps runs tap by tap, so no attention-sized temporary is made.
-    """
-    dot = torch.zeros_like(attn[:, 0])
-    for n in range(attn.shape[1]):
-        dot.addcmul_(grad_attn[:, n], attn[:, n])
-    return grad_attn.sub_(dot.unsqueeze(1)).mul_(attn)
-
-
-class SAPAUpsampleFunction(Function):
-    """aggregate(softmax(similarity)): saves only the (B, K², sH, sW) attention."""
-
-    @staticmethod
-    def forward(ctx, query, key, value, K: int, s: int, backend: str):
-        impl = _impl(backend)
-        query, key, value = _c(query), _c(key), _c(value)
-        if hasattr(impl, 'upsample_forward'):  # one fused kernel, logits never stored
-            out, attn = impl.upsample_forward(query, key, value, K, s)
-        else:
-            attn = _attention(impl, query, key, K, s)
-            out = impl.aggregate(attn, value, K, s)
-        ctx.save_for_backward(query, key, value, attn)
-        ctx.cfg = K, s, backend
-        return out.to(torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        query, key, value, attn = ctx.saved_tensors
-        K, s, backend = ctx.cfg
-        impl, grad = _impl(backend), _c(grad)
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        gq = gk = gv = None
-        # Order and in-place updates keep the peak low: the logit gradient is freed
-        # before the value gradient (the largest result) is allocated.
-        if need_q or need_k:
-            gl = _softmax_backward_(impl.correlate(grad, value, K, s), attn)
-            if need_q:
-                gq = impl.aggregate(gl, key, K, s).to(query.dtype)
-            if need_k:
-                gk = impl.scatter(gl, query, K, s).to(key.dtype)
-            del gl
-        if need_v:
-            gv = impl.scatter(attn, grad, K, s).to(value.dtype)
-        return gq, gk, gv, None, None, None
-
-
-# ---------------------------------------------------------------------------------
 # public API
 
 def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5,
@@ -234,10 +159,11 @@ def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5
     """
     _check_common(kernel_size, scale_factor, query=query, key=key)
     _check_qk(query, key, scale_factor)
+    out_dtype = torch.promote_types(query.dtype, key.dtype)
     if _as_plain_ops():
-        return torch_backend.correlate(query, key, kernel_size, scale_factor).to(query.dtype)
+        return torch_backend.correlate(query, key, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, query.device)
-    return SAPASimilarityFunction.apply(query, key, kernel_size, scale_factor, backend)
+    return library.correlate(query, key, kernel_size, scale_factor, backend).to(out_dtype)
 
 
 def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int = 5,
@@ -245,10 +171,11 @@ def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int 
     """Window sums ``sum_n w_pn v_n``: (B, K², sH, sW), (B, C, H, W) -> (B, C, sH, sW)."""
     _check_common(kernel_size, scale_factor, weights=weights, value=value)
     _check_weights_value(weights, value, kernel_size, scale_factor)
+    out_dtype = torch.promote_types(weights.dtype, value.dtype)
     if _as_plain_ops():
-        return torch_backend.aggregate(weights, value, kernel_size, scale_factor)
+        return torch_backend.aggregate(weights, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
-    return SAPAAggregateFunction.apply(weights, value, kernel_size, scale_factor, backend)
+    return library.aggregate(weights, value, kernel_size, scale_factor, backend).to(out_dtype)
 
 
 def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -273,8 +200,10 @@ def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if value.shape[2:] != key.shape[2:]:
         raise ValueError(f'value and key must have the same spatial size: '
                          f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
+    out_dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
     if _as_plain_ops():
-        attn = _attention(torch_backend, query, key, kernel_size, scale_factor)
-        return torch_backend.aggregate(attn, value, kernel_size, scale_factor)
+        attn = torch_backend.correlate(query, key, kernel_size, scale_factor).softmax(1)
+        return torch_backend.aggregate(attn, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
-    return SAPAUpsampleFunction.apply(query, key, value, kernel_size, scale_factor, backend)
+    out, _ = library.upsample(query, key, value, kernel_size, scale_factor, backend)
+    return out.to(out_dtype)

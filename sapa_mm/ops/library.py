@@ -1,0 +1,261 @@
+"""The SAPA window products as dispatcher ops: ``torch.ops.sapa_mm.*``.
+
+Four ops, each with a fake (shape) kernel and an autograd formula, so torch.compile
+keeps them in its graph, jit traces record them by name and FLOP counters key on it:
+
+    correlate(hi, lo, K, s, backend) -> (B, K², sH, sW)   acc dtype (float32 / float64)
+    aggregate(w, lo, K, s, backend)  -> (B, C, sH, sW)    lo.dtype
+    scatter(w, hi, K, s, backend)    -> (B, C, H, W)      hi.dtype  (aggregate's adjoint)
+    upsample(q, k, v, K, s, backend) -> (out, attn)       out = aggregate(attn, v),
+                                                          attn = softmax(correlate(q, k))
+
+Backends are kernels of the same op, chosen by the ``backend`` argument (a constant
+of the graph, resolved per device before the call): 'cpu' (the C++ kernel), 'triton'
+(CUDA) or 'torch'. One op per product rather than one per device keeps the choice
+explicit ('torch' on CPU stays selectable) and gives FLOP counters a single name.
+
+The three products are closed under differentiation (each one's gradients are the
+other two), so the backward formulas call the ops again: double backward works and
+compiled backward graphs keep the fast kernels too.
+
+Without ``torch.library.custom_op`` (torch < 2.4) the same formulas run in plain
+``autograd.Function``s over the raw kernels (``HAS_CUSTOM_OP`` is then False).
+"""
+import warnings
+from types import ModuleType, SimpleNamespace
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import cpu_backend, torch_backend, triton_backend
+
+HAS_CUSTOM_OP = hasattr(torch.library, 'custom_op') and hasattr(torch.library, 'register_fake')
+
+# ---------------------------------------------------------------------------------
+# kernels: one module per backend, and the one-way fall-back from a failing Triton
+
+_triton_failed = False
+
+
+def triton_failed() -> bool:
+    """True once a Triton kernel failed to compile or launch in this process."""
+    return _triton_failed
+
+
+def _module(backend: str) -> ModuleType:
+    if backend == 'triton' and not _triton_failed:
+        return triton_backend
+    return cpu_backend if backend == 'cpu' else torch_backend
+
+
+def _run(backend: str, name: str, call):
+    """``call(kernels of backend)``; a Triton failure warns once and reruns on 'torch'."""
+    global _triton_failed
+    impl = _module(backend)
+    if impl is not triton_backend:
+        return call(impl)
+    try:
+        return call(impl)
+    except torch.cuda.OutOfMemoryError:
+        raise  # the 'torch' path would not fit either
+    except Exception as exc:  # compile errors, out-of-resources, launch failures
+        _triton_failed = True
+        warnings.warn(f'sapa_mm: the Triton kernel {name!r} failed on this GPU ({type(exc).__name__}: '
+                      f"{str(exc)[:300]}); using the 'torch' backend for the rest of this process.")
+        return call(torch_backend)
+
+
+def _fused_forward(impl: ModuleType, q: Tensor, k: Tensor, v: Tensor, K: int, s: int):
+    if hasattr(impl, 'upsample_forward'):  # one kernel, the logits never stored
+        return impl.upsample_forward(q, k, v, K, s)
+    attn = impl.correlate(q, k, K, s).softmax(1)  # float32 / float64
+    return impl.aggregate(attn, v, K, s), attn
+
+
+def _c(t: Tensor) -> Tensor:
+    return t.contiguous()
+
+
+# Outputs are made contiguous: the fake kernels promise contiguous strides.
+def correlate_kernel(hi: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
+    hi, lo = _c(hi), _c(lo)
+    return _c(_run(backend, 'correlate', lambda impl: impl.correlate(hi, lo, K, s)))
+
+
+def aggregate_kernel(w: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
+    w, lo = _c(w), _c(lo)
+    return _c(_run(backend, 'aggregate', lambda impl: impl.aggregate(w, lo, K, s)))
+
+
+def scatter_kernel(w: Tensor, hi: Tensor, K: int, s: int, backend: str) -> Tensor:
+    w, hi = _c(w), _c(hi)
+    return _c(_run(backend, 'scatter', lambda impl: impl.scatter(w, hi, K, s)))
+
+
+def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: str) -> Tuple[Tensor, Tensor]:
+    q, k, v = _c(q), _c(k), _c(v)
+    out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s))
+    return _c(out), _c(attn)
+
+
+# ---------------------------------------------------------------------------------
+# gradients, written once over a namespace ``ops`` of (correlate, aggregate, scatter)
+
+def _softmax_backward_(grad_attn: Tensor, attn: Tensor) -> Tensor:
+    """In place: grad_attn <- attn * (grad_attn - sum_n attn * grad_attn), the logit gradient.
+
+    The sum over the taps runs tap by tap, so no attention-sized temporary is made.
+    """
+    dot = torch.zeros_like(attn[:, 0])
+    for n in range(attn.shape[1]):
+        dot.addcmul_(grad_attn[:, n], attn[:, n])
+    return grad_attn.sub_(dot.unsqueeze(1)).mul_(attn)
+
+
+def _cast(t: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
+    return None if t is None else t.to(like.dtype)
+
+
+def correlate_grads(ops, grad, hi, lo, K, s, backend, needs):
+    g_hi = ops.aggregate(grad, lo, K, s, backend) if needs[0] else None
+    g_lo = ops.scatter(grad, hi, K, s, backend) if needs[1] else None
+    return _cast(g_hi, hi), _cast(g_lo, lo)
+
+
+def aggregate_grads(ops, grad, w, lo, K, s, backend, needs):
+    g_w = ops.correlate(grad, lo, K, s, backend) if needs[0] else None
+    g_lo = ops.scatter(w, grad, K, s, backend) if needs[1] else None
+    return _cast(g_w, w), _cast(g_lo, lo)
+
+
+def scatter_grads(ops, grad, w, hi, K, s, backend, needs):
+    g_w = ops.correlate(hi, grad, K, s, backend) if needs[0] else None
+    g_hi = ops.aggregate(w, grad, K, s, backend) if needs[1] else None
+    return _cast(g_w, w), _cast(g_hi, hi)
+
+
+def upsample_grads(ops, grad, grad_attn, q, k, v, attn, K, s, backend, needs):
+    gq = gk = gv = None
+    # Order and in-place updates keep the peak low: the logit gradient is freed
+    # before the value gradient (the largest result) is allocated.
+    if needs[0] or needs[1]:
+        ga = ops.correlate(grad, v, K, s, backend)
+        if grad_attn is not None:  # only if a caller used the attention output
+            ga = ga + grad_attn
+        gl = _softmax_backward_(ga, attn)
+        gq = ops.aggregate(gl, k, K, s, backend) if needs[0] else None
+        gk = ops.scatter(gl, q, K, s, backend) if needs[1] else None
+        del ga, gl
+    if needs[2]:
+        gv = ops.scatter(attn, grad, K, s, backend)
+    return _cast(gq, q), _cast(gk, k), _cast(gv, v)
+
+
+# ---------------------------------------------------------------------------------
+# the ops
+
+if HAS_CUSTOM_OP:
+    _ARGS = 'int K, int s, str backend'
+    correlate = torch.library.custom_op('sapa_mm::correlate', correlate_kernel, mutates_args=(),
+                                        schema=f'(Tensor hi, Tensor lo, {_ARGS}) -> Tensor')
+    aggregate = torch.library.custom_op('sapa_mm::aggregate', aggregate_kernel, mutates_args=(),
+                                        schema=f'(Tensor w, Tensor lo, {_ARGS}) -> Tensor')
+    scatter = torch.library.custom_op('sapa_mm::scatter', scatter_kernel, mutates_args=(),
+                                      schema=f'(Tensor w, Tensor hi, {_ARGS}) -> Tensor')
+    upsample = torch.library.custom_op('sapa_mm::upsample', upsample_kernel, mutates_args=(),
+                                       schema=f'(Tensor q, Tensor k, Tensor v, {_ARGS}) -> (Tensor, Tensor)')
+
+    # fake kernels: output shapes and dtypes only, as the backends' contract states
+    @correlate.register_fake
+    def _(hi, lo, K, s, backend):
+        B, _, H, W = lo.shape
+        return lo.new_empty(B, K * K, s * H, s * W, dtype=torch_backend.acc_dtype(hi, lo))
+
+    @aggregate.register_fake
+    def _(w, lo, K, s, backend):
+        B, C, H, W = lo.shape
+        return lo.new_empty(B, C, s * H, s * W)
+
+    @scatter.register_fake
+    def _(w, hi, K, s, backend):
+        B, C, sH, sW = hi.shape
+        return hi.new_empty(B, C, sH // s, sW // s)
+
+    @upsample.register_fake
+    def _(q, k, v, K, s, backend):
+        B, C, H, W = v.shape
+        return (v.new_empty(B, C, s * H, s * W),
+                v.new_empty(B, K * K, s * H, s * W, dtype=torch_backend.acc_dtype(q, k, v)))
+
+    _OPS = SimpleNamespace(correlate=correlate, aggregate=aggregate, scatter=scatter)
+
+    def _save_pair(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:2])
+        ctx.cfg = inputs[2:]
+
+    def _pair_backward(grads_fn):
+        def backward(ctx, grad):
+            return (*grads_fn(_OPS, grad, *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad), None, None, None)
+        return backward
+
+    correlate.register_autograd(_pair_backward(correlate_grads), setup_context=_save_pair)
+    aggregate.register_autograd(_pair_backward(aggregate_grads), setup_context=_save_pair)
+    scatter.register_autograd(_pair_backward(scatter_grads), setup_context=_save_pair)
+
+    def _save_upsample(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:3], output[1])
+        ctx.cfg = inputs[3:]
+        ctx.set_materialize_grads(False)  # no zero gradient for the unused attention
+
+    def _upsample_backward(ctx, grad, grad_attn):
+        if grad is None:  # only the attention was used
+            q, _, v, _ = ctx.saved_tensors
+            grad = v.new_zeros(v.shape[0], v.shape[1], *q.shape[2:])
+        return (*upsample_grads(_OPS, grad, grad_attn, *ctx.saved_tensors, *ctx.cfg,
+                                ctx.needs_input_grad), None, None, None)
+
+    upsample.register_autograd(_upsample_backward, setup_context=_save_upsample)
+
+else:  # torch < 2.4: the same formulas in autograd Functions over the raw kernels
+    from torch.autograd.function import once_differentiable
+
+    _RAW = SimpleNamespace(correlate=correlate_kernel, aggregate=aggregate_kernel, scatter=scatter_kernel)
+
+    def _pair_function(name, kernel, grads_fn):
+        def forward(ctx, a, b, K, s, backend):
+            ctx.save_for_backward(a, b)
+            ctx.cfg = K, s, backend
+            return kernel(a, b, K, s, backend)
+
+        @once_differentiable
+        def backward(ctx, grad):
+            return (*grads_fn(_RAW, _c(grad), *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad),
+                    None, None, None)
+        return type(name, (torch.autograd.Function,),
+                    dict(forward=staticmethod(forward), backward=staticmethod(backward))).apply
+
+    correlate = _pair_function('sapa_mm_correlate', correlate_kernel, correlate_grads)
+    aggregate = _pair_function('sapa_mm_aggregate', aggregate_kernel, aggregate_grads)
+    scatter = _pair_function('sapa_mm_scatter', scatter_kernel, scatter_grads)
+
+    class sapa_mm_upsample(torch.autograd.Function):  # noqa: N801 (FLOP counters key on the name)
+
+        @staticmethod
+        def forward(ctx, q, k, v, K, s, backend):
+            out, attn = upsample_kernel(q, k, v, K, s, backend)
+            ctx.save_for_backward(q, k, v, attn)
+            ctx.cfg = K, s, backend
+            ctx.mark_non_differentiable(attn)
+            return out, attn
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad, grad_attn):
+            q, k, v, attn = ctx.saved_tensors
+            return (*upsample_grads(_RAW, _c(grad), None, _c(q), _c(k), _c(v), attn, *ctx.cfg,
+                                    ctx.needs_input_grad), None, None, None)
+
+    upsample = sapa_mm_upsample.apply
+
+__all__ = ['HAS_CUSTOM_OP', 'correlate', 'aggregate', 'scatter', 'upsample', 'triton_failed']
