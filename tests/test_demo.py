@@ -86,7 +86,7 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
         assert d['model']['decode_head']['type'] == head_type
         assert [e['type'] for e in d['val_evaluator']] == [
             'IoUMetric', 'BoundaryIoUMetric', 'SegLossMetric']
-        assert d['crop_size'] == ((256, 256) if prefix == 'segformer_demo' else (128, 128))
+        assert d['crop_size'] == ((256, 256) if prefix == 'segformer_demo' else (64, 64))
         base = base or d
         assert d == base, v
     return ups
@@ -107,7 +107,7 @@ def test_demo_segnet_variants_differ_only_in_upsample_cfg():
 
 
 def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
-    """Built from its config as tools/train.py does: four ×2 SAPA-B steps, each guided
+    """Built from its config as tools/train.py does: three ×2 SAPA-B steps, each guided
     by the encoder stage of its target scale (no other path from encoder to output)."""
     import torch
     from sapa_mm.flops import build_model
@@ -117,8 +117,8 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa_b.py'))
     model.init_weights()
     head = model.decode_head
-    assert [type(u) for u in head.upsamplers] == [SAPA] * 4
-    assert [u.in_channels for u in head.upsamplers] == [16, 32, 64, 64]
+    assert [type(u) for u in head.upsamplers] == [SAPA] * 3
+    assert [u.in_channels for u in head.upsamplers] == [16, 32, 64]
     guides = []
     for up in head.upsamplers:
         up.register_forward_hook(lambda m, args, out: guides.append(
@@ -126,9 +126,9 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     inputs, samples = _seg_batch(67, 90, num_classes=6)  # odd sizes
     loss, _ = model.parse_losses(model.loss(inputs, samples))
     loss.backward()
-    # deepest step first: 5x6 -> 9x12 (guide: stage 3), ..., 34x45 -> 67x90 (stage 0)
-    assert guides == [((5, 6), (9, 12), (9, 12)), ((9, 12), (17, 23), (17, 23)),
-                      ((17, 23), (34, 45), (34, 45)), ((34, 45), (67, 90), (67, 90))]
+    # deepest step first: 9x12 -> 17x23 (guide: stage 2), ..., 34x45 -> 67x90 (stage 0)
+    assert guides == [((9, 12), (17, 23), (17, 23)), ((17, 23), (34, 45), (34, 45)),
+                      ((34, 45), (67, 90), (67, 90))]
     for p in head.upsamplers.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
 

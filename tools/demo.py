@@ -563,10 +563,10 @@ def parse_args(argv=None):
     p.add_argument('--segnet-variants', nargs='+',
                    default=list(EXPERIMENTS['segnet']['default']),
                    choices=EXPERIMENTS['segnet']['choices'])
-    p.add_argument('--segnet-iters', type=int, default=300,
+    p.add_argument('--segnet-iters', type=int, default=1200,
                    help='SegNet training iterations per variant')
-    p.add_argument('--segnet-val-interval', type=int, default=30,
-                   help='SegNet: validate every N iterations (default: an epoch)')
+    p.add_argument('--segnet-val-interval', type=int, default=150,
+                   help='SegNet: validate every N iterations')
     p.add_argument('--seed', type=int, default=0, help='training seed')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the generated data')
     p.add_argument('--nproc', type=int, default=1,

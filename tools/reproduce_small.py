@@ -122,7 +122,7 @@ def parse_args(argv=None):
     p.add_argument('--segnet-variants', nargs='+',
                    default=list(EXPERIMENTS['segnet']['choices']),
                    choices=EXPERIMENTS['segnet']['choices'])
-    p.add_argument('--segnet-iters', type=int, default=300)
+    p.add_argument('--segnet-iters', type=int, default=1200)
     p.add_argument('--work-dir', default=osp.join('work_dirs', 'reproduce_small'))
     p.add_argument('--data', default=make_demo_data.DEFAULT_OUT)
     p.add_argument('--data-seed', type=int, default=0)
