@@ -148,7 +148,7 @@ def test_macs_of_one_step():
     filters = 2 * H * W * C * 36  # the two channel-shared 6x6 stride-2 filterings
     affinity = H * W * C  # the channel sum of U * V
     heads = 2 * 36 * C + 36 * C + H * W * 36  # filter heads on 6x6, mixing head, rank-1 mix
-    assert analyzer.by_operator()['PythonOp.SAPAAggregateFunction'] == reassembly
+    assert analyzer.by_operator()['aggregate'] == reassembly  # sapa_mm::aggregate
     assert total == reassembly + filters + affinity + heads
 
 
