@@ -102,3 +102,67 @@ def test_bad_input_errors(change, match):
     args.update(change)
     with pytest.raises((ValueError, TypeError), match=match):
         sapa_deform_upsample(**args)
+
+
+# ---------------------------------------------------------------------------------
+# the module
+
+
+def test_module_parameters_and_init():
+    from sapa_mm.layers import SAPA
+    m = SAPA(256, 256, variant='D')
+    # q, k: 256 -> 4·32 (32,896 each); offsets: 256 -> 4·9·2·2² (74,016); no norm
+    assert sum(p.numel() for p in m.parameters()) == 139_808
+    assert isinstance(m.norm_x, torch.nn.Identity)
+    assert m.offset_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert m.offset_proj.bias.abs().max() == 0
+    assert sum(p.numel() for p in SAPA(256, 128, variant='D', norm='GN').parameters()) \
+        == 139_808 - 128 * 128 + 2 * (256 + 128)
+
+
+def test_module_matches_the_op_and_handles_odd_guides():
+    from sapa_mm.layers import SAPA
+    torch.manual_seed(0)
+    m = SAPA(8, 6, variant='D', num_groups=2, num_points=3, embed_dim=4)
+    x, guide = torch.randn(2, 8, 4, 5), torch.randn(2, 6, 8, 10)
+    offset = torch.nn.functional.pixel_shuffle(m.offset_proj(x), 2)
+    want = deform_upsample_reference(m.query_proj(guide), m.key_proj(x), x, offset, 2, 2)
+    torch.testing.assert_close(m(x, guide), want, atol=1e-5, rtol=1e-5)
+    # a smaller guide crops the exact-size result; a larger one is covered, then cropped
+    torch.testing.assert_close(m(x, guide[..., :7, :9]), want[..., :7, :9], atol=1e-5, rtol=1e-5)
+    out = m(x[..., :3, :4], torch.randn(2, 6, 7, 9, requires_grad=True))
+    assert out.shape == (2, 8, 7, 9)
+    out.sum().backward()
+    assert m.offset_proj.weight.grad.abs().sum() > 0
+
+
+def test_module_bad_arguments():
+    from sapa_mm.layers import SAPA
+    with pytest.raises(ValueError, match="num_groups must divide in_channels, got 3 and 8"):
+        SAPA(8, variant='D', num_groups=3)
+    with pytest.raises(ValueError, match='num_points must be a positive integer'):
+        SAPA(8, variant='D', num_points=0)
+
+
+@pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
+def test_onnx_export_of_the_torch_path(tmp_path, dynamo):
+    onnx = pytest.importorskip('onnx')
+    from sapa_mm.layers import SAPA
+    torch.manual_seed(0)
+    m = SAPA(8, 6, variant='D', num_groups=2, num_points=3, embed_dim=4).eval()
+    with torch.no_grad():  # offsets of a few pixels, so borders and bilinear weights matter
+        m.offset_proj.weight.mul_(50)
+    x, guide = torch.randn(1, 8, 5, 7), torch.randn(1, 6, 10, 14)
+    path = tmp_path / 'sapa_d.onnx'
+    torch.onnx.export(m, (x, guide), str(path), input_names=['x', 'guide'], output_names=['out'],
+                      dynamo=dynamo)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert not {n.op_type for n in model.graph.node} & {'GridSample', 'PythonOp'}
+    if importlib.util.find_spec('onnxruntime') is None:
+        pytest.skip('onnxruntime is not installed')
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    (got,) = session.run(None, {'x': x.numpy(), 'guide': guide.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), m(x, guide), atol=1e-4, rtol=1e-4)

@@ -40,7 +40,7 @@ def _corners(off: torch.Tensor, H: int, W: int, s: int) -> Corners:
     for yc, wy in ((y0, 1 - fy), (y0 + 1, fy)):
         for xc, wx in ((x0, 1 - fx), (x0 + 1, fx)):
             inside = (xc >= 0) & (xc <= W - 1) & (yc >= 0) & (yc <= H - 1)
-            index = yc.clamp(0, H - 1).long() * W + xc.clamp(0, W - 1).long()
+            index = yc.long().clamp(0, H - 1) * W + xc.long().clamp(0, W - 1)
             corners.append((index.view(B, G, 1, sH * sW), (wy * wx * inside).view(B, G, 1, sH * sW)))
     return corners
 
