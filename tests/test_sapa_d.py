@@ -166,3 +166,17 @@ def test_onnx_export_of_the_torch_path(tmp_path, dynamo):
     (got,) = session.run(None, {'x': x.numpy(), 'guide': guide.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), m(x, guide), atol=1e-4, rtol=1e-4)
+
+
+def test_macs_counted():
+    pytest.importorskip('mmengine')
+    from sapa_mm.flops import count_macs
+    from sapa_mm.layers import SAPA
+    m = SAPA(16, 8, variant='D', num_groups=2, num_points=3, embed_dim=4).eval()
+    x, guide = torch.randn(1, 16, 5, 6), torch.randn(1, 8, 10, 12)
+    with torch.no_grad():
+        total, analyzer = count_macs(m, (x, guide))
+    hi, lo = 10 * 12, 5 * 6
+    op = hi * 3 * 5 * (2 * 4 + 16)  # per point: 4-corner samples of key and value, logit, sum
+    assert analyzer.by_operator()['PythonOp.SAPADeformFunction'] == op
+    assert total == op + hi * 8 * 8 + lo * 16 * 8 + lo * 16 * 2 * 3 * 2 * 4
