@@ -180,3 +180,23 @@ def test_macs_counted():
     op = hi * 3 * 5 * (2 * 4 + 16)  # per point: 4-corner samples of key and value, logit, sum
     assert analyzer.by_operator()['PythonOp.SAPADeformFunction'] == op
     assert total == op + hi * 8 * 8 + lo * 16 * 8 + lo * 16 * 2 * 3 * 2 * 4
+
+
+def test_cpu_kernel_threads_and_integer_positions_match_the_torch_path():
+    # large enough for the threaded path; integer offsets put points on pixel centres and
+    # exact borders, where the weight gradient is one-sided (as floor() makes it)
+    inputs = list(make(2, 4, 4, 32, 10, 14, 9, 2, 2.0))
+    inputs[3] = inputs[3].round()
+    grad = torch.randn(2, 32, 20, 28)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for backend in BACKENDS:
+            ins = [t.clone().requires_grad_() for t in inputs]
+            out = sapa_deform_upsample(*ins, 4, 2, backend=backend)
+            results.append((out, *torch.autograd.grad(out, ins, grad)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -18,6 +18,7 @@ import torch
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from . import cpu_backend
 from .sapa import _as_plain_ops, _check_common, _check_hires, resolve_backend
 from .torch_backend import acc_dtype
 
@@ -89,7 +90,8 @@ def _torch_backward(grad, query, key, value, offset, attn, G: int, s: int, needs
 
 
 #: backend -> (forward, backward); a backend without SAPA-D kernels runs the torch path
-_IMPLS = {'torch': (_torch_forward, _torch_backward)}
+_IMPLS = {'torch': (_torch_forward, _torch_backward),
+          'cpu': (cpu_backend.deform_forward, cpu_backend.deform_backward)}
 
 
 # ---------------------------------------------------------------------------------
@@ -147,6 +149,8 @@ class SAPADeformFunction(Function):
 
 def _deform_backend(backend: Optional[str], device: torch.device) -> str:
     name = resolve_backend(backend, device)
+    if name == 'cpu' and cpu_backend.deform_library() is None:
+        return 'torch'  # _build has warned once
     if name in _IMPLS:
         return name
     if backend is not None:
