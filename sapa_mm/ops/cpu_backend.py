@@ -67,7 +67,7 @@ def _build(source: Path) -> Optional[ctypes.CDLL]:
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha1(b'\0'.join(s.encode() for s in (
-            source.read_text(), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
+            source.read_text(), *(h.read_text() for h in sorted(source.parent.glob('*.h'))), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
         target = cache / f'{source.stem}_{key}.so'
         try:
             if not target.exists():

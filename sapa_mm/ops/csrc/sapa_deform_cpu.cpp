@@ -16,22 +16,7 @@ namespace {
 
 using idx = int64_t;
 
-template <typename F>
-void parallel_for(idx n, int nthreads, F body) {
-  nthreads = static_cast<int>(std::max<idx>(1, std::min<idx>(nthreads, n)));
-  if (nthreads == 1) {
-    body(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  idx chunk = (n + nthreads - 1) / nthreads;
-  for (int t = 1; t < nthreads; ++t) {
-    idx b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back(body, b, e);
-  }
-  body(0, std::min(n, chunk));
-  for (auto& th : pool) th.join();
-}
+#include "parallel_for.h"
 
 struct Dims {
   idx B, G, d, c, H, W, sH, sW, P, s;
