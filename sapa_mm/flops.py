@@ -18,13 +18,16 @@ sapa_mm::aggregate(w, v)           out pixels · K² · C
 sapa_mm::scatter(w, g)             high-res pixels · K² · C    (aggregate's adjoint)
 CARAFEFunction / CARAFENaive... /  out pixels · K² · C         (reassembly)
 CARAFEReassembleFunction
+SAPADeformFunction(q, k, v, off)   out pixels · P · 5 · (G·d + C)  (SAPA-D, below)
 =================================  ==========================================
 
 On torch < 2.4 (no ``torch.library.custom_op``) the SAPA ops run as autograd
 Functions named ``sapa_mm_<op>``; the same handles count them.
 
 (``out pixels`` = B · h · w of the high-resolution output, ``d`` the query channels,
-``C`` the value channels.) The 1×1 projections are ordinary convolutions / linears
+``C`` the value channels.) SAPA-D, per output pixel and each of its P points: bilinear
+samples of the G·d key and the C value channels at 4 MACs each (one per corner), the
+logit (G·d) and the weighted sum (C). The 1×1 projections are ordinary convolutions / linears
 and are counted by mmengine's own handles.
 
 ``count_macs`` counts in the convention of the paper tables: multiply-accumulates of
@@ -93,6 +96,13 @@ def reassemble_flop_jit(inputs, outputs) -> int:
     return _prod(_shape(outputs[0])) * K * K
 
 
+def sapa_deform_flop_jit(inputs, outputs) -> int:
+    """SAPADeformFunction(query, key, value, offset, G, s, ...) -> (B, C, h, w)."""
+    args = _call_args(outputs)
+    points = _shape(args[3])[1] // (2 * int(args[4]))
+    return _out_pixels(outputs) * points * 5 * (_shape(args[0])[1] + _shape(outputs[0])[1])
+
+
 _SAPA_HANDLES = {'upsample': sapa_upsample_flop_jit, 'correlate': sapa_correlate_flop_jit,
                  'aggregate': reassemble_flop_jit, 'scatter': sapa_scatter_flop_jit}
 FLOP_HANDLES: Dict[str, Any] = {
@@ -101,6 +111,7 @@ FLOP_HANDLES: Dict[str, Any] = {
     'prim::PythonOp.CARAFEFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFENaiveFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFEReassembleFunction': reassemble_flop_jit,
+    'prim::PythonOp.SAPADeformFunction': sapa_deform_flop_jit,
 }
 
 #: mmengine ops that are multiply-accumulates (kept by ``count_macs``).

@@ -13,6 +13,7 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
 
+SAPA_D = dict(type='SAPA', variant='D', num_groups=4, num_points=9, embed_dim=32, norm=None)
 SEG_ROWS = {
     'segformer_bilinear_ade20k': dict(type='bilinear'),
     'segformer_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
@@ -29,6 +30,9 @@ SEG_ROWS = {
     'upernet_r50_bilinear_ade20k': dict(type='bilinear'),
     'upernet_r50_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
                                     norm='GN'),
+    # the journal's deformable SAPA: no norm in its code
+    'segformer_sapa_d_ade20k': SAPA_D,
+    'upernet_r50_sapa_d_ade20k': SAPA_D,
 }
 DET_ROWS = {
     'faster_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
@@ -41,6 +45,7 @@ DET_ROWS = {
     'faster_rcnn_r50_fpn_sapa_i_1x_coco': dict(type='SAPA', variant='I', kernel_size=5),
     'faster_rcnn_r50_fpn_sapa_g_1x_coco': dict(type='SAPA', variant='G', kernel_size=5,
                                                embed_dim=32, norm='GN'),
+    'faster_rcnn_r50_fpn_sapa_d_1x_coco': SAPA_D,
     'mask_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
                                            embed_dim=32, norm='GN'),
@@ -49,12 +54,13 @@ ROWS = {**SEG_ROWS, **DET_ROWS}
 FAMILIES = {
     'segformer': ['segformer_bilinear_ade20k', 'segformer_carafe_ade20k',
                   'segformer_sapa_i_ade20k', 'segformer_sapa_ade20k', 'segformer_sapa_g_ade20k',
-                  'segformer_indexnet_ade20k', 'segformer_a2u_ade20k'],
-    'upernet': ['upernet_r50_bilinear_ade20k', 'upernet_r50_sapa_ade20k'],
+                  'segformer_indexnet_ade20k', 'segformer_a2u_ade20k', 'segformer_sapa_d_ade20k'],
+    'upernet': ['upernet_r50_bilinear_ade20k', 'upernet_r50_sapa_ade20k',
+                'upernet_r50_sapa_d_ade20k'],
     'faster': ['faster_rcnn_r50_fpn_nearest_1x_coco', 'faster_rcnn_r50_fpn_sapa_1x_coco',
                'faster_rcnn_r50_fpn_carafe_1x_coco', 'faster_rcnn_r50_fpn_indexnet_1x_coco',
                'faster_rcnn_r50_fpn_a2u_1x_coco', 'faster_rcnn_r50_fpn_sapa_i_1x_coco',
-               'faster_rcnn_r50_fpn_sapa_g_1x_coco'],
+               'faster_rcnn_r50_fpn_sapa_g_1x_coco', 'faster_rcnn_r50_fpn_sapa_d_1x_coco'],
     'mask': ['mask_rcnn_r50_fpn_nearest_1x_coco', 'mask_rcnn_r50_fpn_sapa_1x_coco'],
 }
 

@@ -94,9 +94,9 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
 
 def test_demo_segformer_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segformer_demo', ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g'), 'GuidedSegformerHead')
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
-    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa_b', 'sapa_g')] == ['I', 'B', 'G']
+    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa_b', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
 
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():

@@ -7,7 +7,7 @@ interleaved, so machine noise hits them alike), and prints ratios:
     python tools/benchmark_op.py                 # CPU, 2 threads, DESIGN.md setting + sweep
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
-                                                 # bilinear, CARAFE, SAPA-B, IndexNet, A2U
+                                                 # bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U
     python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
 
 Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE row of
@@ -132,6 +132,7 @@ def module_cases(B, C, H, W, s, device, backend=None):
     except (ImportError, KeyError) as e:  # no mmcv (or no mmcv ops): no CARAFE
         print(f'CARAFE skipped: {e}')
     ups['SAPA-B'] = SAPA(C, C, s, kernel_size=5, embed_dim=32, variant='B', backend=backend)
+    ups['SAPA-D'] = SAPA(C, C, s, embed_dim=32, variant='D', num_groups=4, num_points=9, backend=backend)
     ups['IndexNet'] = IndexNet(C, C, s)
     ups['A2U'] = A2U(C, C, s, backend=backend)
     fns = {}
@@ -188,7 +189,7 @@ def main(argv=None):
     parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
     parser.add_argument('--modules', action='store_true',
-                        help='whole upsamplers (bilinear, CARAFE, SAPA-B, IndexNet, A2U) at one '
+                        help='whole upsamplers (bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U) at one '
                         'x2 step, C = 256, instead of the operator')
     parser.add_argument('--compile', action='store_true',
                         help='only the SAPA-B module, eager vs torch.compile')

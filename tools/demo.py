@@ -60,14 +60,15 @@ VARIANTS = {
     'sapa_i': 'SAPA-I',
     'sapa_b': 'SAPA-B',
     'sapa_g': 'SAPA-G',
+    'sapa_d': 'SAPA-D',
 }
 # name -> configs/demo/<config prefix>_<variant>.py, what the table calls the model,
 # the variants available and run by default, and where its iterations come from.
 EXPERIMENTS = {
     'segformer': dict(
         prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
-        choices=('bilinear', 'sapa_i', 'sapa_b', 'sapa_g'), default=('bilinear', 'sapa_b'),
-        batch=4, feature='stage-4 feat.'),
+        choices=('bilinear', 'sapa_i', 'sapa_b', 'sapa_g', 'sapa_d'),
+        default=('bilinear', 'sapa_b'), batch=4, feature='stage-4 feat.'),
     'segnet': dict(
         prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
         choices=('nearest', 'bilinear', 'sapa_b'), default=('nearest', 'bilinear', 'sapa_b'),

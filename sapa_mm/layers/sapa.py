@@ -15,6 +15,13 @@ the guide with the upsampled feature itself:
 
 (W_qx reads the raw x: the official gated module normalises x only inside the gate.)
 
+'D' (journal extension, DESIGN.md §8) is deformable: G groups of d channels, and for
+every output pixel P points per group sampled bilinearly around (y // s, x // s) at
+offsets predicted from x, instead of the K x K window:
+
+    q = W_q guide,  k = W_k x  (G·d channels),  offsets = PixelShuffle_s(W_o x)
+    out = sapa_deform_upsample(q, k, x, offsets)          (no norm by default)
+
 Initialisation, as the official code: every projection starts N(0, 0.02) (truncated
 at +-2, i.e. effectively normal), bias 0. The initial logits then have std ~0.6 and
 SAPA starts close to a centred K x K box average; Xavier-uniform (std 0.083 at
@@ -29,10 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import sapa_upsample
+from ..ops import sapa_deform_upsample, sapa_upsample
 
-VARIANTS = ('I', 'B', 'G')
-NORMS = ('LN', 'GN')
+VARIANTS = ('I', 'B', 'G', 'D')
+NORMS = ('LN', 'GN', None)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -49,7 +56,9 @@ class LayerNorm2d(nn.LayerNorm):
         return F.linear(y, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
-def make_norm(norm: str, channels: int) -> nn.Module:
+def make_norm(norm: Optional[str], channels: int) -> nn.Module:
+    if norm is None:
+        return nn.Identity()
     if norm == 'LN':
         return LayerNorm2d(channels)
     # the journal code's GroupNorm(32, C); fewer groups when 32 does not divide C
@@ -99,9 +108,12 @@ class SAPA(nn.Module):
             defaults to ``in_channels``. Variant 'I' needs them equal.
         scale_factor: integer ratio s between the guide and x.
         kernel_size: odd window size K on x's grid.
-        embed_dim: query/key embedding dimension d (variants 'B', 'G').
-        variant: 'I', 'B' or 'G' (see the module docstring).
-        norm: 'LN' (LayerNorm over channels) or 'GN' (GroupNorm, 32 groups).
+        embed_dim: query/key embedding dimension d (variants 'B', 'G'; per group for 'D').
+        variant: 'I', 'B', 'G' or 'D' (see the module docstring).
+        norm: 'LN' (LayerNorm over channels), 'GN' (GroupNorm, 32 groups), None (no norm)
+            or 'auto': None for 'D' (the journal code), 'LN' for the others.
+        num_groups: groups G of variant 'D' (divides in_channels).
+        num_points: sampled points P per group of variant 'D'.
         backend: operator backend, None for the best available (see ``sapa_upsample``).
 
     Sizes: the output always takes the guide's spatial size (Hg, Wg), which may differ
@@ -110,38 +122,50 @@ class SAPA(nn.Module):
     guide just crops the output of the exact-size computation. A larger guide has
     pixels whose centre lies one row/column past x: x is then extended at the bottom /
     right by repeating its last row / column (as the guide is, to the full s-multiple)
-    and the result cropped. Larger mismatches are an error.
+    and the result cropped. Larger mismatches are an error. 'D' does the same, with its
+    offsets predicted from the extended x.
     """
 
     takes_guide = True  # the guided-upsampler interface: forward(x, guide)
 
     def __init__(self, in_channels: int, guide_channels: Optional[int] = None, scale_factor: int = 2,
-                 kernel_size: int = 5, embed_dim: int = 32, variant: str = 'B', norm: str = 'LN',
-                 backend: Optional[str] = None) -> None:
+                 kernel_size: int = 5, embed_dim: int = 32, variant: str = 'B',
+                 norm: Optional[str] = 'auto', backend: Optional[str] = None, num_groups: int = 4,
+                 num_points: int = 9) -> None:
         super().__init__()
         guide_channels = in_channels if guide_channels is None else guide_channels
         for name, val in (('in_channels', in_channels), ('guide_channels', guide_channels),
                           ('scale_factor', scale_factor), ('kernel_size', kernel_size),
-                          ('embed_dim', embed_dim)):
+                          ('embed_dim', embed_dim), ('num_groups', num_groups),
+                          ('num_points', num_points)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f'SAPA: {name} must be a positive integer, got {val!r}')
         if kernel_size % 2 == 0:
             raise ValueError(f'SAPA: kernel_size must be odd, got {kernel_size}')
         if variant not in VARIANTS:
             raise ValueError(f'SAPA: variant must be one of {VARIANTS}, got {variant!r}')
+        if norm == 'auto':
+            norm = None if variant == 'D' else 'LN'
         if norm not in NORMS:
             raise ValueError(f'SAPA: norm must be one of {NORMS}, got {norm!r}')
         if variant == 'I' and guide_channels != in_channels:
             raise ValueError(f"SAPA variant 'I' compares raw features, so guide_channels must equal "
                              f'in_channels, got {guide_channels} vs {in_channels}')
+        if variant == 'D' and in_channels % num_groups:
+            raise ValueError(f"SAPA variant 'D': num_groups must divide in_channels, "
+                             f'got {num_groups} and {in_channels}')
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.scale_factor, self.kernel_size = scale_factor, kernel_size
         self.embed_dim, self.variant, self.backend = embed_dim, variant, backend
+        self.num_groups, self.num_points = num_groups, num_points
         if variant != 'I':
+            qk_dim = embed_dim * num_groups if variant == 'D' else embed_dim
             self.norm_x = make_norm(norm, in_channels)
             self.norm_guide = make_norm(norm, guide_channels)
-            self.key_proj = nn.Conv2d(in_channels, embed_dim, 1)
-            self.query_proj = nn.Conv2d(guide_channels, embed_dim, 1)
+            self.key_proj = nn.Conv2d(in_channels, qk_dim, 1)
+            self.query_proj = nn.Conv2d(guide_channels, qk_dim, 1)
+        if variant == 'D':  # (dx, dy) per group and point for each of the s² children of a pixel
+            self.offset_proj = nn.Conv2d(in_channels, num_groups * num_points * 2 * scale_factor ** 2, 1)
         if variant == 'G':
             self.gate = nn.Conv2d(in_channels, 1, 1)
             self.query_proj_x = nn.Conv2d(in_channels, embed_dim, 1)
@@ -164,6 +188,8 @@ class SAPA(nn.Module):
         s, K = self.scale_factor, self.kernel_size
         out_size = tuple(guide.shape[2:])
         lo_size, hi_size = covering_grid(x, guide, s)
+        if self.variant == 'D':
+            return self._forward_deform(x, guide, lo_size, hi_size)[..., :out_size[0], :out_size[1]]
         if self.variant == 'I':
             query, key = guide, x
         else:
@@ -181,6 +207,15 @@ class SAPA(nn.Module):
                             K, s, backend=self.backend)
         return out[..., :out_size[0], :out_size[1]]
 
+    def _forward_deform(self, x: torch.Tensor, guide: torch.Tensor, lo_size: tuple,
+                        hi_size: tuple) -> torch.Tensor:
+        s = self.scale_factor
+        value = fit_size(x, lo_size)
+        key = fit_size(self.key_proj(self.norm_x(x)), lo_size)
+        query = fit_size(self.query_proj(self.norm_guide(guide)), hi_size)
+        offset = F.pixel_shuffle(self.offset_proj(value), s)  # 1x1 conv: fit then conv = conv then fit
+        return sapa_deform_upsample(query, key, value, offset, self.num_groups, s, backend=self.backend)
+
     @staticmethod
     def _norm_project(norm: nn.Module, conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
         return norm.project(t, conv) if isinstance(norm, LayerNorm2d) else conv(norm(t))
@@ -193,4 +228,6 @@ class SAPA(nn.Module):
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '
                 f'scale_factor={self.scale_factor}, kernel_size={self.kernel_size}, '
-                f'embed_dim={self.embed_dim}, variant={self.variant!r}')
+                f'embed_dim={self.embed_dim}, variant={self.variant!r}'
+                + (f', num_groups={self.num_groups}, num_points={self.num_points}'
+                   if self.variant == 'D' else ''))

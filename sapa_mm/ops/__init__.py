@@ -2,13 +2,16 @@
 
 The functional API (``sapa_similarity``, ``sapa_aggregate``, ``sapa_upsample``) checks
 its arguments, picks a backend and calls the dispatcher ops ``torch.ops.sapa_mm.*``
-defined in :mod:`.library`.
+defined in :mod:`.library`; ``sapa_deform_upsample`` (SAPA-D) is in :mod:`.deform`.
 """
 from . import library
-from .reference import aggregate_reference, similarity_reference, upsample_reference
+from .deform import SAPADeformFunction, sapa_deform_upsample
+from .reference import (aggregate_reference, deform_upsample_reference, similarity_reference,
+                        upsample_reference)
 from .sapa import BACKENDS, resolve_backend, sapa_aggregate, sapa_similarity, sapa_upsample
 
 __all__ = [
     'sapa_similarity', 'sapa_aggregate', 'sapa_upsample', 'resolve_backend', 'BACKENDS', 'library',
     'similarity_reference', 'aggregate_reference', 'upsample_reference',
+    'sapa_deform_upsample', 'SAPADeformFunction', 'deform_upsample_reference',
 ]

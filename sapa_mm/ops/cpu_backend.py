@@ -27,6 +27,7 @@ import torch
 from .torch_backend import acc_dtype
 
 _SOURCE = Path(__file__).parent / 'csrc' / 'sapa_cpu.cpp'
+_DEFORM_SOURCE = Path(__file__).parent / 'csrc' / 'sapa_deform_cpu.cpp'  # SAPA-D
 _FLAG_SETS = (['-O3', '-march=native'], ['-O3'])  # -march=native may be refused
 _COMMON = ['-std=c++17', '-shared', '-fPIC', '-pthread']
 
@@ -40,14 +41,14 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _compile(cxx: str, flags: list, target: Path) -> None:
+def _compile(cxx: str, flags: list, source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the target and rename: concurrent processes (torchrun) never see
     # a half-written library.
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([cxx, *flags, *_COMMON, str(_SOURCE), '-o', tmp],
+        subprocess.run([cxx, *flags, *_COMMON, str(source), '-o', tmp],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(tmp, target)
     finally:
@@ -55,9 +56,8 @@ def _compile(cxx: str, flags: list, target: Path) -> None:
             os.remove(tmp)
 
 
-@functools.lru_cache(maxsize=None)
-def library() -> Optional[ctypes.CDLL]:
-    """The compiled kernels, built on first use; None (with one warning) if impossible."""
+def _build(source: Path) -> Optional[ctypes.CDLL]:
+    """source compiled and loaded, built on first use; None (with one warning) if impossible."""
     cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
     if cxx is None:
         warnings.warn('sapa_mm: no C++ compiler found (set CXX or install g++); the fast CPU '
@@ -67,11 +67,11 @@ def library() -> Optional[ctypes.CDLL]:
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha1(b'\0'.join(s.encode() for s in (
-            _SOURCE.read_text(), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
-        target = cache / f'sapa_cpu_{key}.so'
+            source.read_text(), *(h.read_text() for h in sorted(source.parent.glob('*.h'))), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
+        target = cache / f'{source.stem}_{key}.so'
         try:
             if not target.exists():
-                _compile(cxx, flags, target)
+                _compile(cxx, flags, source, target)
             lib = ctypes.CDLL(str(target))
             break
         except (OSError, subprocess.SubprocessError) as exc:
@@ -79,6 +79,15 @@ def library() -> Optional[ctypes.CDLL]:
     else:
         warnings.warn('sapa_mm: building the fast CPU SAPA kernels failed; the '
                       f"'torch' backend is used instead. Compiler said:\n{errors[-1][-2000:]}")
+        return None
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> Optional[ctypes.CDLL]:
+    """The compiled SAPA kernels, built on first use; None (with one warning) if impossible."""
+    lib = _build(_SOURCE)
+    if lib is None:
         return None
     for name in ('aggregate', 'correlate', 'scatter'):
         for suffix in ('f32', 'f64'):
@@ -125,3 +134,66 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
     out = torch.empty(B, C, sH // s, sW // s, dtype=dt)
     _run('scatter', w.to(dt).contiguous(), g.to(dt).contiguous(), out, (B, C, sH // s, sW // s, K, s))
     return out.to(g.dtype)
+
+
+# ---------------------------------------------------------------------------------
+# SAPA-D (deform.py): csrc/sapa_deform_cpu.cpp, a library of its own
+
+
+@functools.lru_cache(maxsize=None)
+def deform_library() -> Optional[ctypes.CDLL]:
+    lib = _build(_DEFORM_SOURCE)
+    if lib is None:
+        return None
+    for suffix in ('f32', 'f64'):
+        getattr(lib, f'sapa_deform_forward_{suffix}').argtypes = \
+            [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 8 + [ctypes.c_int]
+        getattr(lib, f'sapa_deform_backward_{suffix}').argtypes = \
+            [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 8 + [ctypes.c_int]
+    return lib
+
+
+def _channels_last(t: torch.Tensor, B: int, G: int, dt: torch.dtype) -> torch.Tensor:
+    """(B, G·c, h, w) -> contiguous (B, G, h·w, c): the kernels' inner loops run over c."""
+    return t.to(dt).reshape(B, G, -1, t.shape[2] * t.shape[3]).transpose(2, 3).contiguous()
+
+
+def _from_channels_last(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.transpose(2, 3).reshape(like.shape).to(like.dtype)
+
+
+def _deform_call(name: str, dt: torch.dtype, tensors, dims: tuple, work: int) -> None:
+    fn = getattr(deform_library(), f'sapa_deform_{name}_{"f64" if dt == torch.float64 else "f32"}')
+    threads = torch.get_num_threads() if work >= _PARALLEL_WORK else 1
+    fn(*(t.data_ptr() for t in tensors), *dims, threads)
+
+
+def deform_forward(query, key, value, offset, G: int, s: int):
+    """SAPA-D forward: (output like value upsampled, attention (B, G, P, sH·sW))."""
+    B, C, H, W = value.shape
+    P = offset.shape[1] // (2 * G)
+    dt = acc_dtype(query, key, value, offset)
+    q, k, v = (_channels_last(t, B, G, dt) for t in (query, key, value))
+    off = offset.to(dt).contiguous()
+    out = torch.empty(B, G, s * s * H * W, C // G, dtype=dt)
+    attn = torch.empty(B, G, P, s * s * H * W, dtype=dt)
+    dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
+    _deform_call('forward', dt, (q, k, v, off, out, attn), dims, out.numel() * P * 4)
+    return out.transpose(2, 3).reshape(B, C, s * H, s * W), attn
+
+
+def deform_backward(grad, query, key, value, offset, attn, G: int, s: int, needs):
+    """Gradients of query, key, value and offset (None where not needed)."""
+    B, C, H, W = value.shape
+    P = offset.shape[1] // (2 * G)
+    dt = acc_dtype(query, key, value, offset)
+    q, k, v, g = (_channels_last(t, B, G, dt) for t in (query, key, value, grad))
+    off = offset.to(dt).contiguous()
+    gq, gk, gv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    goff = torch.empty_like(off)
+    dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
+    _deform_call('backward', dt, (q, k, v, off, attn.to(dt).contiguous(), g, gq, gk, gv, goff), dims,
+                 grad.numel() * P * 8)
+    grads = (_from_channels_last(gq, query), _from_channels_last(gk, key),
+             _from_channels_last(gv, value), goff.to(offset.dtype))
+    return [gr if need else None for gr, need in zip(grads, needs)]

@@ -16,23 +16,7 @@ namespace {
 
 using idx = int64_t;
 
-// Run body(begin, end) over [0, n) split across nthreads threads.
-template <typename F>
-void parallel_for(idx n, int nthreads, F body) {
-  nthreads = static_cast<int>(std::max<idx>(1, std::min<idx>(nthreads, n)));
-  if (nthreads == 1) {
-    body(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  idx chunk = (n + nthreads - 1) / nthreads;
-  for (int t = 1; t < nthreads; ++t) {
-    idx b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back(body, b, e);
-  }
-  body(0, std::min(n, chunk));
-  for (auto& th : pool) th.join();
-}
+#include "parallel_for.h"
 
 // Expanded rows of v[c] for low-res rows yy0 .. yy0 + nrows - 1 (zero outside the image).
 template <typename T>

@@ -1,0 +1,7 @@
+# SegFormer-B1, ADE20K 512x512, 160k: SAPA-D (journal extension: 4 groups x 9 deformable
+# points, d=32 per group, no norm) in the six ×2 upsampler slots of the head.
+_base_ = ['./_base_/segformer_mit-b1_ade20k-512x512.py']
+
+model = dict(
+    decode_head=dict(upsample_cfg=dict(type='SAPA', variant='D', num_groups=4, num_points=9,
+                                     embed_dim=32, norm=None)))
