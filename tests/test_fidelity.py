@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sapa_mm.layers import SAPA
 from sapa_mm.ops import similarity_reference, upsample_reference
 
-PROJECTIONS = ('query_proj', 'key_proj', 'gate', 'query_proj_x')
+PROJECTIONS = ('query_proj', 'key_proj', 'gate', 'query_proj_x', 'offset_proj')
 
 
 def projections(module):
@@ -40,13 +40,13 @@ def assert_xavier_uniform(module):
         assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.2), name
 
 
-@pytest.mark.parametrize('variant', ['B', 'G'])
+@pytest.mark.parametrize('variant', ['B', 'G', 'D'])
 def test_module_starts_as_the_official_code(variant):
     torch.manual_seed(0)
     assert_official_init(SAPA(256, 256, variant=variant))
 
 
-@pytest.mark.parametrize('variant', ['B', 'G'])
+@pytest.mark.parametrize('variant', ['B', 'G', 'D'])
 def test_heads_keep_the_official_init_after_init_weights(variant):
     from sapa_mm.seg import GuidedSegformerHead, GuidedUPerHead
     torch.manual_seed(0)
