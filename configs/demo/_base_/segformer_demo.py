@@ -5,7 +5,7 @@
 # paper's 512x512 (16x16); at 128x128 half of every window would be zero padding.
 # The variants in configs/demo/ differ only in model.decode_head.upsample_cfg.
 # No download: init_cfg=None everywhere.
-_base_ = ['mmseg::_base_/default_runtime.py', './demo_seg_data.py']
+_base_ = ['./demo_runtime.py', './demo_seg_data.py']
 
 custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
 crop_size = (256, 256)
@@ -66,17 +66,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=val_interval,
-                    max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=val_interval))

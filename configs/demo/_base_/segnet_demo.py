@@ -4,7 +4,7 @@
 # trained with a constant learning rate on the embedded demo data
 # (./demo_seg_data.py). The variants (segnet_demo_{nearest,bilinear,sapa_b}.py)
 # differ only in model.decode_head.upsample_cfg. No download.
-_base_ = ['mmseg::_base_/default_runtime.py', './demo_seg_data.py']
+_base_ = ['./demo_runtime.py', './demo_seg_data.py']
 
 custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
 # trained on 64x64 crops of the 256x256 images with three x2 steps (the deepest map is
@@ -54,17 +54,4 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4))
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=max_iters)]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
-                    max_keep_ckpts=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
