@@ -97,10 +97,13 @@ def reassemble_flop_jit(inputs, outputs) -> int:
 
 
 def sapa_deform_flop_jit(inputs, outputs) -> int:
-    """SAPADeformFunction(query, key, value, offset, G, s, ...) -> (B, C, h, w)."""
-    args = _call_args(outputs)
+    """SAPADeformFunction(query, key, value, offset, G, s, ...) -> (B, C, h, w): per output
+    pixel and point, 4 MACs per sampled channel (bilinear corners) for key and value,
+    plus the logit (G·d) and the weighted sum (C)."""
+    args = _call_args(inputs, outputs)
     points = _shape(args[3])[1] // (2 * int(args[4]))
-    return _out_pixels(outputs) * points * 5 * (_shape(args[0])[1] + _shape(outputs[0])[1])
+    B, C, h, w = _shape(outputs[0])
+    return B * h * w * points * 5 * (_shape(args[0])[1] + C)
 
 
 _SAPA_HANDLES = {'upsample': sapa_upsample_flop_jit, 'correlate': sapa_correlate_flop_jit,
