@@ -116,8 +116,9 @@ def parse_args(argv=None):
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS),
                    choices=list(EXPERIMENTS))
-    p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['choices']),
-                   choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')
+    p.add_argument('--variants', nargs='+', default=['bilinear', 'sapa_i', 'sapa_b', 'sapa_g'],
+                   choices=EXPERIMENTS['segformer']['choices'],
+                   help='SegFormer variants (sapa_d too, on request: a slower CPU kernel)')
     p.add_argument('--iters', type=int, default=400, help='SegFormer iterations')
     p.add_argument('--segnet-variants', nargs='+',
                    default=list(EXPERIMENTS['segnet']['choices']),
