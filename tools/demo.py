@@ -387,7 +387,7 @@ def pick_images(seg_dir, n):
     return [name for _, name in sorted(scores)[:n]]
 
 
-def plot_comparison(runs, seg_dir, path, title, feature, n_images=3):
+def plot_comparison(runs, seg_dir, path, heading, feature, n_images=3):
     import cv2
     import matplotlib
     import numpy as np
@@ -417,7 +417,7 @@ def plot_comparison(runs, seg_dir, path, title, feature, n_images=3):
             ax.set_yticks([])
             if row == 0 or col >= 2:
                 ax.set_title(title, fontsize=7.5)
-    fig.suptitle(f'{title}: predictions and upsampled feature maps '
+    fig.suptitle(f'{heading}: predictions and upsampled feature maps '
                  '(first 3 principal components as RGB)', fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
