@@ -9,6 +9,15 @@ data_hint = ('the demo data are generated, not downloaded: run '
              '`python tools/make_demo_data.py` (a few seconds; writes '
              'data/sapa_demo/seg and data/sapa_demo/coco)')
 num_classes = 6
+# the images' normalisation (ImageNet statistics); the models add their crop size
+model = dict(
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255))
 metainfo = dict(
     classes=('background', 'gravel', 'grass', 'brick', 'coin', 'wire'),
     palette=[[0, 0, 0], [128, 128, 160], [40, 170, 40], [200, 80, 40],

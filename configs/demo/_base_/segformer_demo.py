@@ -18,14 +18,7 @@ train_dataloader = dict(batch_size=4)
 
 model = dict(
     type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=crop_size),
+    data_preprocessor=dict(size=crop_size),  # normalisation: ./demo_seg_data.py
     backbone=dict(
         type='MixVisionTransformer',
         in_channels=3,
