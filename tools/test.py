@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train import (UserError, add_common_args, build_runner,  # noqa: E402
                    check_data_roots, load_config, run_guarded,
-                   start_distributed)
+                   start_distributed, stop_distributed)
 
 
 def parse_args(argv):
@@ -109,6 +109,7 @@ def main(argv=None):
     if runner.rank == 0:
         for name, value in (metrics or {}).items():
             print(f'metric {name}: {value}', flush=True)
+    stop_distributed()
     return 0
 
 

@@ -238,6 +238,15 @@ def start_distributed(cfg):
     init_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
 
 
+def stop_distributed():
+    """Leave the process group once the work is done: gloo's threads torn down during
+    interpreter shutdown can abort a rank ("terminate called without an active
+    exception") after a run that succeeded."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -336,6 +345,7 @@ def main(argv=None):
         if not cfg.get('resume'):
             raise
         raise UserError(f'{exc}{older_checkpoints_hint(exc.filename)}') from None
+    stop_distributed()
     return 0
 
 
