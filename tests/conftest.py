@@ -140,6 +140,26 @@ def make_coco_dataset(root, n_train=6, n_val=3, size=128, seed=0):
 # --------------------------------------------------------------------------
 # running the tools like a user
 # --------------------------------------------------------------------------
+
+def onnx_export_and_run(module, x, guide, path, dynamo):
+    """Export ``module(x, guide)`` to ONNX, check the model, run it with onnxruntime (when
+    installed) against the module, and return the set of ONNX op types it uses."""
+    import onnx
+    import torch
+    torch.onnx.export(module, (x, guide), str(path), input_names=['x', 'guide'],
+                      output_names=['out'], dynamo=dynamo)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {n.op_type for n in model.graph.node}
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    (got,) = session.run(None, {'x': x.numpy(), 'guide': guide.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), module(x, guide), atol=1e-4, rtol=1e-4)
+    return {n.op_type for n in model.graph.node}
+
 def tool_env(**extra):
     env = dict(os.environ)
     env.pop('SAPA_MM_DEBUG', None)

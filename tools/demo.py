@@ -74,7 +74,6 @@ EXPERIMENTS = {
         choices=('nearest', 'bilinear', 'sapa_b'), default=('nearest', 'bilinear', 'sapa_b'),
         batch=8, feature='last decoder step'),
 }
-SEG_CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_{}.py')
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_demo_{}.py')
 
 
