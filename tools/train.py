@@ -22,6 +22,7 @@ import argparse
 import difflib
 import glob
 import importlib
+import logging
 import os
 import os.path as osp
 import re
@@ -239,12 +240,19 @@ def start_distributed(cfg):
 
 
 def stop_distributed():
-    """Leave the process group once the work is done: gloo's threads torn down during
-    interpreter shutdown can abort a rank ("terminate called without an active
-    exception") after a run that succeeded."""
+    """End a distributed run that succeeded: wait for every rank, then leave the
+    process at once. Tearing gloo down (``destroy_process_group`` or interpreter
+    shutdown) can abort a rank with "terminate called without an active exception"
+    after all the work is done, which torchrun reports as a failed run. The barrier
+    makes sure no collective is still in flight; logs are flushed before leaving."""
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def build_runner(cfg):
