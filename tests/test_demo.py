@@ -101,9 +101,10 @@ def test_demo_segformer_variants_differ_only_in_upsample_cfg():
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segnet_demo', ('nearest', 'bilinear', 'sapa_b'), 'SegNetHead')
+        'segnet_demo', ('nearest', 'bilinear', 'sapa_b', 'sapa_d'), 'SegNetHead')
     assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
-    assert ups['sapa_b']['type'] == 'SAPA' and ups['sapa_b']['variant'] == 'B'
+    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa_b', 'sapa_d')] == [('SAPA', 'B'),
+                                                                                ('SAPA', 'D')]
 
 
 def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():

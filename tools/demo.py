@@ -71,7 +71,7 @@ EXPERIMENTS = {
         default=('bilinear', 'sapa_b'), batch=4, feature='stage-4 feat.'),
     'segnet': dict(
         prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
-        choices=('nearest', 'bilinear', 'sapa_b'), default=('nearest', 'bilinear', 'sapa_b'),
+        choices=('nearest', 'bilinear', 'sapa_b', 'sapa_d'), default=('nearest', 'bilinear', 'sapa_b'),
         batch=8, feature='last decoder step'),
 }
 DET_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_demo_{}.py')
