@@ -1,4 +1,4 @@
-"""The SAPA operator: parity with the DESIGN.md reference, gradients, dtypes, bad input."""
+"""The SAPA operator: parity with the unfold reference (docs/design.md, "The window product"), gradients, dtypes, bad input."""
 import itertools
 import warnings
 
