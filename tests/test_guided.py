@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sapa_mm.layers.carafe import carafe_reassemble
 from sapa_mm.layers.guided import (INTERPOLATION_MODES, Interpolate, UnguidedUpsampler,
-                                   build_guided_upsampler, carafe_reassemble, fit_to_size,
-                                   is_guided, is_interpolation_cfg)
+                                   build_guided_upsampler, is_guided, is_interpolation_cfg)
+from sapa_mm.layers.resize import fit_to_size
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -105,7 +106,8 @@ def test_guided_classes_are_built_unwrapped_and_unguided_ones_adapted():
     assert up.layer.upsample_conv.out_channels == 32 * 16
 
 
-def test_is_guided_declarations():
+def test_is_guided_is_the_class_attribute():
+    """One rule: ``guided = True`` on the class; a ``guide`` argument alone is not read."""
 
     class TakesGuide(nn.Module):
 
@@ -118,16 +120,18 @@ def test_is_guided_declarations():
         def forward(self, *args):
             return args[0]
 
-    class OptOut(TakesGuide):
-        takes_guide = False
+    class OptOut(Declared):
+        guided = False
 
-    assert is_guided(TakesGuide) and is_guided(Declared()) and not is_guided(OptOut)
+    assert is_guided(Declared) and is_guided(Declared()) and not is_guided(OptOut)
+    assert not is_guided(TakesGuide)
     assert not is_guided(nn.ConvTranspose2d) and not is_guided(nn.Upsample)
 
 
 def test_custom_guided_class_gets_guide_channels():
 
     class MyGuided(nn.Module):
+        guided = True
 
         def __init__(self, in_channels, guide_channels, scale_factor):
             super().__init__()
@@ -208,7 +212,7 @@ def test_carafe_pack_keeps_mmcv_parameters():
         {f'layer.{k}': v.shape for k, v in ref.state_dict().items()}
     up.layer.load_state_dict(ref.state_dict())
     import pickle
-    pickle.loads(pickle.dumps(up))  # the lazily created class stays importable
+    pickle.loads(pickle.dumps(up))  # the subclass is importable by name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='mmcv CARAFE kernel needs CUDA')
