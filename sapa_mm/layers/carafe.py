@@ -3,9 +3,10 @@
 mmcv's ``CARAFEPack`` predicts a K×K reassembly kernel per output pixel and group and
 reassembles x with it through a CUDA-only kernel. Its reassembly is the project's
 window product ``aggregate`` (see :mod:`sapa_mm.ops.torch_backend`) on a grouped
-view: with x viewed as (B·G, C/G, H, W) and the masks as (B·G, K², sH, sW),
+view: with the features viewed as (B·G, C/G, H, W) and the masks as (B·G, K², sH, sW),
+channel c of group g at output pixel (i, j) is
 
-    out[b, g·C/G + c, y, x] = sum_n mask[b, g·K² + n, y, x] · x[b, g·C/G + c, y//s + dy - r, x//s + dx - r]
+    sum_n  mask[g·K² + n, i, j] · features[g·C/G + c, i // s + dy - r, j // s + dx - r]
 
 (``n = dy·K + dx``, ``r = K // 2``, zero outside the image: mmcv's semantics). Its
 gradients are the other two products: ``correlate`` for the masks, ``scatter`` for x.

@@ -91,7 +91,8 @@ class IndexNet(nn.Module):
         s, out_size = self.scale_factor, tuple(guide.shape[2:])
         lo_size, hi_size = covering_grid(x, guide, s)
         index = self.index_map(fit_to_size(guide, hi_size, s, extend=True))
-        x_up = fit_to_size(x, lo_size, s, extend=True).repeat_interleave(s, 2).repeat_interleave(s, 3)  # NN_up
+        x_lo = fit_to_size(x, lo_size, s, extend=True)
+        x_up = x_lo.repeat_interleave(s, 2).repeat_interleave(s, 3)  # NN_up
         out = index * x_up
         return out[..., :out_size[0], :out_size[1]]
 
