@@ -8,9 +8,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sapa_mm.layers.guided import (INTERPOLATION_MODES, Interpolate, UnguidedUpsampler,
-                                   build_guided_upsampler, carafe_reassemble, fit_to_size,
+from sapa_mm.layers.carafe import carafe_reassemble
+from sapa_mm.layers.guided import (GUIDED_UPSAMPLERS, INTERPOLATION_MODES, UPSAMPLERS,
+                                   Interpolate, UnguidedUpsampler, build_guided_upsampler,
                                    is_guided, is_interpolation_cfg)
+from sapa_mm.layers.sapa import SAPA
+from sapa_mm.layers.resize import fit_to_size
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -105,7 +108,8 @@ def test_guided_classes_are_built_unwrapped_and_unguided_ones_adapted():
     assert up.layer.upsample_conv.out_channels == 32 * 16
 
 
-def test_is_guided_declarations():
+def test_is_guided_is_the_class_attribute():
+    """One rule: ``guided = True`` on the class; a ``guide`` argument alone is not read."""
 
     class TakesGuide(nn.Module):
 
@@ -118,16 +122,18 @@ def test_is_guided_declarations():
         def forward(self, *args):
             return args[0]
 
-    class OptOut(TakesGuide):
-        takes_guide = False
+    class OptOut(Declared):
+        guided = False
 
-    assert is_guided(TakesGuide) and is_guided(Declared()) and not is_guided(OptOut)
+    assert is_guided(Declared) and is_guided(Declared()) and not is_guided(OptOut)
+    assert not is_guided(TakesGuide)
     assert not is_guided(nn.ConvTranspose2d) and not is_guided(nn.Upsample)
 
 
 def test_custom_guided_class_gets_guide_channels():
 
     class MyGuided(nn.Module):
+        guided = True
 
         def __init__(self, in_channels, guide_channels, scale_factor):
             super().__init__()
@@ -208,7 +214,7 @@ def test_carafe_pack_keeps_mmcv_parameters():
         {f'layer.{k}': v.shape for k, v in ref.state_dict().items()}
     up.layer.load_state_dict(ref.state_dict())
     import pickle
-    pickle.loads(pickle.dumps(up))  # the lazily created class stays importable
+    pickle.loads(pickle.dumps(up))  # the subclass is importable by name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='mmcv CARAFE kernel needs CUDA')
@@ -243,3 +249,92 @@ def test_imports_and_builds_with_torch_alone():
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr
+
+
+# --------------------------------------------------------------------------
+# the factory's table
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('typ', sorted(UPSAMPLERS))
+def test_every_table_entry_fits_the_guide_with_its_flag(typ):
+    """Each entry builds from its name alone, returns the guide's size on odd sizes,
+    and its ``guided`` flag says whether the factory wrapped it."""
+    adapter = UPSAMPLERS[typ]
+    up = build_guided_upsampler(dict(type=typ), 16, 12, 2)
+    assert is_guided(up)  # every built module is called as up(x, guide)
+    assert isinstance(up, UnguidedUpsampler) is (not adapter.guided)
+    if typ in GUIDED_UPSAMPLERS:
+        assert type(up) is GUIDED_UPSAMPLERS[typ] and is_guided(GUIDED_UPSAMPLERS[typ])
+        assert up.guide_channels == 12
+    elif typ in INTERPOLATION_MODES:
+        assert isinstance(up, Interpolate) and up.mode == typ
+    up.eval()
+    with torch.no_grad():
+        for xs, gs in [((7, 9), (13, 17)), ((5, 3), (9, 5)), ((7, 9), (14, 17))]:
+            x, guide = _pair(xs, gs, c=16, cg=12)
+            y = up(x, guide)
+            assert y.shape == (2, 16) + gs
+            # the guided modules read the guide's content; the others its size only
+            reads_guide = not torch.equal(y, up(x, guide.flip(1)))
+            assert reads_guide is (typ in GUIDED_UPSAMPLERS)
+
+
+def test_unknown_type_names_the_known_types():
+    with pytest.raises(KeyError) as info:
+        build_guided_upsampler(dict(type='bilinar'), 8)
+    msg = str(info.value)
+    assert 'bilinar' in msg and all(repr(name) in msg for name in UPSAMPLERS)
+    with pytest.raises(TypeError, match='name or a class'):
+        build_guided_upsampler(dict(type=3), 8)
+
+
+def test_a_class_outside_the_table_follows_its_guided_attribute():
+    """``guided = True``: built with the channels and scale, called with the guide;
+    otherwise built from the config's options alone and fitted to the guide."""
+    up = build_guided_upsampler(dict(type=SAPA, embed_dim=8), 16, 12, 2)
+    assert type(up) is SAPA and (up.guide_channels, up.embed_dim) == (12, 8)
+    up = build_guided_upsampler(dict(type=nn.ConvTranspose2d, in_channels=16, out_channels=16,
+                                     kernel_size=2, stride=2), 16)
+    assert isinstance(up, UnguidedUpsampler) and isinstance(up.layer, nn.ConvTranspose2d)
+    x, guide = _pair((7, 9), (13, 17), c=16)
+    assert up(x, guide).shape == (2, 16, 13, 17)
+
+
+def test_carafe_model_deepcopies_and_pickles():
+    import copy
+    import pickle
+    model = nn.ModuleList(build_guided_upsampler(dict(type='carafe'), 16) for _ in range(2))
+    x, guide = _pair((5, 6), (9, 12), c=16)
+    ref = model[0](x, guide)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert type(clone[0].layer) is type(model[0].layer)
+        assert clone.state_dict().keys() == model.state_dict().keys()
+        assert torch.equal(clone[0](x, guide), ref)
+
+
+def test_resize_helper_fits_on_the_grid_or_resizes():
+    y = torch.arange(2 * 3 * 8 * 10, dtype=torch.float32).view(2, 3, 8, 10)
+    # with extend=True a smaller map repeats its last row / column (the guided modules)
+    out = fit_to_size(y, (9, 9), extend=True)
+    assert torch.equal(out[..., :8, :], y[..., :9]) and torch.equal(out[..., 8, :], y[..., 7, :9])
+    # without, a smaller map is resized (a learned upsampler's output against its guide)
+    assert torch.equal(fit_to_size(y, (9, 9)),
+                       F.interpolate(y, size=(9, 9), mode='bilinear', align_corners=False))
+    # the tolerance is scale_factor - 1 pixels
+    assert torch.equal(fit_to_size(y, (6, 8), scale_factor=3), y[..., :6, :8])
+    assert fit_to_size(y, (6, 8), scale_factor=2).shape[2:] == (6, 8)
+    assert not torch.equal(fit_to_size(y, (6, 8), scale_factor=2), y[..., :6, :8])
+
+
+def test_carafe_without_mmcv_is_a_clear_error():
+    code = (
+        'import sys\n'
+        'for m in ("mmcv", "mmengine", "mmseg", "mmdet"): sys.modules[m] = None\n'
+        'from sapa_mm.layers.guided import build_guided_upsampler\n'
+        'try:\n'
+        '    build_guided_upsampler(dict(type="carafe"), 8)\n'
+        'except ImportError as e:\n'
+        '    print("ImportError:", e)\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and 'ImportError' in proc.stdout and 'mmcv' in proc.stdout, \
+        proc.stdout + proc.stderr

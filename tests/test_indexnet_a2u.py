@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sapa_mm.layers import A2U, IndexNet
-from sapa_mm.layers.sapa import fit_size
+from sapa_mm.layers.resize import fit_to_size
 from sapa_mm.ops import aggregate_reference
 
 
@@ -82,7 +82,8 @@ def test_output_takes_the_guide_size(cls, x_size, guide_size):
     assert out.shape == (1, 4, *guide_size)
     # the exact-size computation on the covering grid, cropped (as SAPA does)
     lo = tuple(max(a, -(-b // 2)) for a, b in zip(x_size, guide_size))
-    exact = m(fit_size(x, lo), fit_size(guide, (2 * lo[0], 2 * lo[1])))
+    exact = m(fit_to_size(x, lo, extend=True),
+              fit_to_size(guide, (2 * lo[0], 2 * lo[1]), extend=True))
     torch.testing.assert_close(out, exact[..., :guide_size[0], :guide_size[1]])
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sapa_mm.layers import SAPA
-from sapa_mm.layers.sapa import fit_size
+from sapa_mm.layers.resize import fit_to_size
 from sapa_mm.ops import upsample_reference
 
 
@@ -63,11 +63,12 @@ def test_output_takes_the_guide_size(x_size, guide_size):
     # same as the exact-size computation on x extended (repeating its border) to cover
     # every window centre, and the guide extended to match, cropped to the guide size
     lo = tuple(max(a, -(-b // 2)) for a, b in zip(x_size, guide_size))
-    exact = m(fit_size(x, lo), fit_size(guide, (2 * lo[0], 2 * lo[1])))
+    exact = m(fit_to_size(x, lo, extend=True),
+              fit_to_size(guide, (2 * lo[0], 2 * lo[1]), extend=True))
     torch.testing.assert_close(out, exact[..., :guide_size[0], :guide_size[1]])
     if lo == x_size:  # a smaller guide is a plain crop: nothing about x changes
-        torch.testing.assert_close(out, m(x, fit_size(guide, (2 * lo[0], 2 * lo[1])))[
-            ..., :guide_size[0], :guide_size[1]])
+        hi = fit_to_size(guide, (2 * lo[0], 2 * lo[1]), extend=True)
+        torch.testing.assert_close(out, m(x, hi)[..., :guide_size[0], :guide_size[1]])
 
 
 @pytest.mark.parametrize('kwargs,words', [

@@ -1,10 +1,13 @@
-"""Upsampling modules. Import with torch alone; registered with mmengine when present."""
-from .a2u import A2U
-from .indexnet import IndexNet
-from .sapa import SAPA, LayerNorm2d
+"""Upsampling modules. Import with torch alone; registered with mmengine when present.
 
-#: the guided upsamplers of this package, by registered name
-GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U}
+``build_guided_upsampler`` (:mod:`.guided`) builds any of them, and the stock
+interpolations and mmcv's learned upsamplers, behind one ``up(x, guide)`` interface.
+"""
+from .a2u import A2U
+from .guided import GUIDED_UPSAMPLERS, UPSAMPLERS, build_guided_upsampler, init_upsampler
+from .indexnet import IndexNet
+from .resize import fit_to_size
+from .sapa import SAPA, LayerNorm2d
 
 
 def _register_with_mmengine() -> None:
@@ -20,4 +23,5 @@ def _register_with_mmengine() -> None:
 
 _register_with_mmengine()
 
-__all__ = ['SAPA', 'IndexNet', 'A2U', 'LayerNorm2d', 'GUIDED_UPSAMPLERS']
+__all__ = ['SAPA', 'IndexNet', 'A2U', 'LayerNorm2d', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS',
+           'build_guided_upsampler', 'init_upsampler', 'fit_to_size']

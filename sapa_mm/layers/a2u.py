@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from ..ops import sapa_aggregate
 from .indexnet import _positive_int
-from .sapa import check_pair, covering_grid, fit_size
+from .resize import fit_to_size
+from .sapa import check_pair, covering_grid
 
 
 class A2U(nn.Module):
@@ -49,7 +50,7 @@ class A2U(nn.Module):
     the guide is cropped or extended to s times the low-res grid that covers it.
     """
 
-    takes_guide = True
+    guided = True  # the guided-upsampler interface: forward(x, guide)
 
     def __init__(self, in_channels: int, guide_channels: Optional[int] = None, scale_factor: int = 2,
                  kernel_size: int = 3, encoder_kernel: int = 6, rank: int = 1, norm_groups: int = 32,
@@ -107,8 +108,9 @@ class A2U(nn.Module):
         check_pair('A2U', x, guide, self.in_channels, self.guide_channels, self.scale_factor)
         s, out_size = self.scale_factor, tuple(guide.shape[2:])
         lo_size, hi_size = covering_grid(x, guide, s)
-        weights = self.kernels(fit_size(guide, hi_size))
-        out = sapa_aggregate(weights, fit_size(x, lo_size), self.kernel_size, s, backend=self.backend)
+        weights = self.kernels(fit_to_size(guide, hi_size, s, extend=True))
+        value = fit_to_size(x, lo_size, s, extend=True)
+        out = sapa_aggregate(weights, value, self.kernel_size, s, backend=self.backend)
         return out[..., :out_size[0], :out_size[1]]
 
     def extra_repr(self) -> str:

@@ -3,22 +3,41 @@
 ``build_guided_upsampler(cfg, in_channels, guide_channels, scale_factor)`` returns a
 module called as ``up(x, guide)``: ``x`` is the low-resolution feature (B, C, H, W),
 ``guide`` the high-resolution feature of the target level (B, Cg, h, w); the result
-has ``x``'s channels and exactly the guide's spatial size ``(h, w)``. Necks and heads
-call every upsampler this way, whether it is
+has ``x``'s channels and exactly the guide's spatial size ``(h, w)``.
 
-* a fixed interpolation (``'nearest'``, ``'bilinear'``, ``'bicubic'``, ``'area'``,
-  ``'nearest-exact'``): ``F.interpolate(x, size=guide.shape[2:], ...)``, i.e. the
-  exact call the stock mmdet FPN / mmseg heads make, so they stay bit-identical. The
-  stock FPN spelling ``dict(mode='nearest')`` (no ``type``) is accepted, and so is
-  its ``scale_factor`` option (used when it lands on the guide's size, as in stock);
-* a learned, unguided upsampler from mmcv's registry (``'deconv'``,
-  ``'pixel_shuffle'``, ``'carafe'`` or any other registered class): built through
-  mmcv's ``build_upsample_layer`` with its channel / scale arguments filled in, run
-  on ``x`` alone, then brought to the guide's size (see ``fit_to_size``);
-* a guided upsampler (SAPA, IndexNet, A2U, or any class whose ``forward`` takes a
-  ``guide`` argument or that sets the class attribute ``guided`` / ``takes_guide`` to
-  ``True``): built with ``in_channels``,
-  ``guide_channels`` and ``scale_factor`` and called as ``up(x, guide)``.
+The factory is a lookup in ``UPSAMPLERS``, a table of ``Adapter(build, guided)``
+keyed by the config's ``type``; each entry states which arguments its module gets:
+
+===============================  =============================================  ======
+``type``                         built as                                       guided
+===============================  =============================================  ======
+``'nearest'``, ``'nearest-       ``Interpolate(mode, align_corners, **opts)``:  True
+exact'``, ``'bilinear'``,        ``F.interpolate(x, size=guide.shape[2:])``,
+``'bicubic'``, ``'area'``        the stock mmdet FPN / mmseg call
+``'deconv'``                     mmcv's ``ConvTranspose2d(C, C, 2s, stride=s,   False
+                                 padding=(s+1)//2 ...)``: exactly ×s
+``'pixel_shuffle'``              mmcv's ``PixelShufflePack(C, C, s,             False
+                                 upsample_kernel=3)``
+``'carafe'``                     ``CARAFEPackAnyDevice(channels=C,              False
+                                 scale_factor=s)`` (mmcv's ``CARAFEPack``,
+                                 :mod:`.carafe`)
+``'SAPA'``, ``'IndexNet'``,      ``cls(in_channels=C, guide_channels=Cg,        True
+``'A2U'``                        scale_factor=s)``
+===============================  =============================================  ======
+
+Options of the config win over the arguments filled in. ``guided`` says whether the
+module itself is called as ``up(x, guide)``; a one-input layer (``guided=False``) is
+wrapped in ``UnguidedUpsampler``, which calls ``layer(x)`` and fits the result to the
+guide's size (``fit_to_size``). The stock FPN spelling ``dict(mode='nearest')`` (no
+``type``) is an interpolation too, and so is its ``scale_factor`` option (used when
+it lands on the guide's size, as in stock).
+
+A ``type`` outside the table (a class, or a name registered in mmengine's
+``MODELS``) follows one rule, the class attribute ``guided``: a class that sets
+``guided = True`` (as SAPA, IndexNet and A2U do) is built as
+``cls(in_channels=C, guide_channels=Cg, scale_factor=s, **opts)`` and called with the
+guide; any other class is built as ``cls(**opts)`` and wrapped in
+``UnguidedUpsampler``.
 
 Odd sizes. Stride-2 convolutions give ``H = ceil(h / s)``, so the guide is up to
 ``s - 1`` pixels smaller than ``s * H``. Interpolations resize straight to the
@@ -27,43 +46,34 @@ the bottom/right: output pixel ``i`` belongs to input pixel ``i // s`` on the sa
 top-left-anchored grid SAPA uses, so cropping keeps it aligned, where re-sampling
 would shift every pixel by a fraction. Any other mismatch is resized bilinearly.
 
-mmcv is imported lazily: with torch alone, interpolations and SAPA still build.
-mmcv has no CPU kernel for CARAFE; ``'carafe'`` builds mmcv's ``CARAFEPack`` (same
-parameters, same state dict) with a pure-PyTorch reassembly used off the GPU.
+mmcv is imported only by the entries that need it: with torch alone, interpolations
+and the guided modules build.
 """
 import inspect
-from typing import Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .a2u import A2U
+from .indexnet import IndexNet
+from .resize import fit_to_size
+from .sapa import SAPA
+
 __all__ = [
-    'INTERPOLATION_MODES', 'Interpolate', 'UnguidedUpsampler', 'build_guided_upsampler',
-    'is_guided', 'is_interpolation_cfg', 'fit_to_size', 'init_upsampler', 'carafe_reassemble',
-    'CARAFEReassembleFunction'
+    'INTERPOLATION_MODES', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS', 'Adapter', 'Interpolate',
+    'UnguidedUpsampler', 'build_guided_upsampler', 'is_guided', 'is_interpolation_cfg',
+    'init_upsampler'
 ]
 
 #: ``type`` (or stock ``mode``) values that are a fixed ``F.interpolate``.
 INTERPOLATION_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area')
 _ALIGNABLE = ('bilinear', 'bicubic')  # the modes that accept align_corners
 
-
-def fit_to_size(y: torch.Tensor, size: Sequence[int], scale_factor: int = 2) -> torch.Tensor:
-    """Bring an upsampled map ``y`` to ``size`` (h, w).
-
-    Unchanged when it already matches; cropped at the bottom/right when ``y`` is at
-    most ``scale_factor - 1`` pixels larger in each dimension (the odd-size case of a
-    ×s upsampler); resized bilinearly (align_corners=False) otherwise.
-    """
-    h, w = int(y.shape[-2]), int(y.shape[-1])
-    th, tw = int(size[0]), int(size[1])
-    if (h, w) == (th, tw):
-        return y
-    s = max(int(round(scale_factor)), 1)
-    if 0 <= h - th < s and 0 <= w - tw < s:
-        return y[..., :th, :tw]
-    return F.interpolate(y, size=(th, tw), mode='bilinear', align_corners=False)
+#: the guided upsamplers of this package, by registered name
+GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U}
 
 
 class Interpolate(nn.Module):
@@ -73,7 +83,7 @@ class Interpolate(nn.Module):
     it produces the guide's size; otherwise the size is taken from the guide.
     """
 
-    guided = True  # it takes a guide (for its size only)
+    guided = True  # called with the guide (for its size only)
 
     def __init__(self, mode: str = 'nearest', align_corners: Optional[bool] = None,
                  scale_factor=None, **kwargs):
@@ -105,10 +115,10 @@ class Interpolate(nn.Module):
 class UnguidedUpsampler(nn.Module):
     """Adapts a one-input upsampler ``layer(x)`` to ``forward(x, guide)``.
 
-    The guide only fixes the output size (``fit_to_size``).
+    The guide only fixes the output size (``fit_to_size`` with the scale factor).
     """
 
-    guided = True
+    guided = True  # called with the guide (for its size only)
 
     def __init__(self, layer: nn.Module, scale_factor: int = 2):
         super().__init__()
@@ -137,23 +147,88 @@ def init_upsampler(module: nn.Module) -> None:
 
 
 def is_guided(obj) -> bool:
-    """Whether a class (or an instance of it) takes a guide: ``forward(x, guide)``.
-
-    A class declares it with the attribute ``guided`` or ``takes_guide`` (``True``, or
-    ``False`` to opt out); otherwise a ``guide`` parameter of its ``forward`` counts.
-    """
+    """Whether a class (or an instance of it) is called as ``forward(x, guide)``: it
+    sets the class attribute ``guided = True``. Every module the factory returns is."""
     cls = obj if inspect.isclass(obj) else type(obj)
-    for attr in ('guided', 'takes_guide'):
-        flag = getattr(cls, attr, None)
-        if isinstance(flag, bool):
-            return flag
-    forward = getattr(cls, 'forward', None)
-    if forward is None:
-        return False
-    try:
-        return 'guide' in inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
+    return getattr(cls, 'guided', False) is True
+
+
+# --------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------
+class Adapter(NamedTuple):
+    """How one ``type`` is built.
+
+    ``build(opts, in_channels, guide_channels, scale_factor, align_corners)`` returns
+    the module (``opts``: the config's options, a fresh dict the entry may consume);
+    ``guided``: whether that module is called as ``up(x, guide)`` itself (else it is a
+    one-input ``layer(x)`` that the factory wraps in ``UnguidedUpsampler``).
+    """
+    build: Callable[..., nn.Module]
+    guided: bool
+
+
+def _filled(opts: dict, **defaults) -> dict:
+    """``defaults`` overridden by the config's options."""
+    return {**defaults, **opts}
+
+
+def _interpolation(mode, opts, in_channels, guide_channels, scale_factor, align_corners):
+    """``Interpolate(mode)``; bilinear / bicubic default to the caller's align_corners."""
+    opts.setdefault('align_corners', align_corners if mode in _ALIGNABLE else None)
+    return Interpolate(mode=mode, **opts)
+
+
+def _deconv(opts, in_channels, guide_channels, scale_factor, align_corners):
+    """mmcv's ``'deconv'``: a C -> C transposed conv giving exactly ×s, kernel 2s by
+    default (``kernel_size`` or mmcv's ``upsample_kernel`` set it)."""
+    from mmcv.cnn.bricks.wrappers import ConvTranspose2d
+    s = scale_factor
+    upsample_kernel = opts.pop('upsample_kernel', 2 * s)
+    k = opts.pop('kernel_size', upsample_kernel)
+    opts = _filled(opts, in_channels=in_channels, out_channels=in_channels, stride=s,
+                   padding=(k - s + 1) // 2)
+    opts.setdefault('output_padding', s + 2 * opts['padding'] - k)
+    return ConvTranspose2d(kernel_size=k, **opts)
+
+
+def _pixel_shuffle(opts, in_channels, guide_channels, scale_factor, align_corners):
+    """mmcv's ``'pixel_shuffle'``: a C -> C·s² conv (kernel 3) and a pixel shuffle."""
+    from mmcv.cnn.bricks.upsample import PixelShufflePack
+    return PixelShufflePack(**_filled(opts, in_channels=in_channels, out_channels=in_channels,
+                                      scale_factor=scale_factor, upsample_kernel=3))
+
+
+def _carafe(opts, in_channels, guide_channels, scale_factor, align_corners):
+    """mmcv's ``'carafe'`` (``CARAFEPack``), reassembling on the shared window
+    products off the GPU (``CARAFEPackAnyDevice``)."""
+    from . import carafe
+    cls = getattr(carafe, 'CARAFEPackAnyDevice', None)
+    if cls is None:
+        raise ImportError("upsampler 'carafe' needs mmcv built with its ops (mmcv.ops.CARAFEPack)")
+    return cls(**_filled(opts, channels=in_channels, scale_factor=scale_factor))
+
+
+def _guided_module(cls, opts, in_channels, guide_channels, scale_factor, align_corners):
+    """A guided module: ``cls(in_channels, guide_channels, scale_factor, **opts)``."""
+    return cls(**_filled(opts, in_channels=in_channels, guide_channels=guide_channels,
+                         scale_factor=scale_factor))
+
+
+def _plain_module(cls, opts, in_channels, guide_channels, scale_factor, align_corners):
+    """Any other one-input class: ``cls(**opts)``, the config's options alone."""
+    return cls(**opts)
+
+
+#: the factory's table: config ``type`` -> how it is built
+UPSAMPLERS = {
+    **{mode: Adapter(partial(_interpolation, mode), guided=True) for mode in INTERPOLATION_MODES},
+    'deconv': Adapter(_deconv, guided=False),
+    'pixel_shuffle': Adapter(_pixel_shuffle, guided=False),
+    'carafe': Adapter(_carafe, guided=False),
+    **{name: Adapter(partial(_guided_module, cls), guided=True)
+       for name, cls in GUIDED_UPSAMPLERS.items()},
+}
 
 
 def _split_type(cfg) -> Tuple[object, dict]:
@@ -179,39 +254,37 @@ def is_interpolation_cfg(cfg) -> bool:
     return isinstance(typ, str) and typ in INTERPOLATION_MODES
 
 
-def _resolve(typ):
-    """The class for a registered type name, looked up the way mmcv's
-    ``build_upsample_layer`` does (current scope, then mmengine's root MODELS).
-    """
-    if inspect.isclass(typ):
-        return typ
+def _registered(name: str) -> Optional[type]:
+    """The class registered as ``name`` in mmengine's MODELS (current scope, then the
+    root, as mmcv's ``build_upsample_layer`` looks), or None."""
     try:
         from mmengine.registry import MODELS
-        import mmcv.cnn  # noqa: F401  (registers 'deconv', 'pixel_shuffle', ...)
     except ImportError:
-        MODELS = None
-    else:
-        try:
-            import mmcv.ops  # noqa: F401  (registers 'carafe')
-        except ImportError:  # mmcv built without its compiled ops
-            pass
-    if MODELS is not None:
-        with MODELS.switch_scope_and_registry(None) as registry:
-            cls = registry.get(typ)
-        if cls is not None:
-            return cls
-    from . import GUIDED_UPSAMPLERS  # torch-only install: no registry, but these are ours
-    if typ in GUIDED_UPSAMPLERS:
-        return GUIDED_UPSAMPLERS[typ]
-    raise KeyError(f'upsampler type {typ!r} is neither an interpolation mode '
-                   f'{INTERPOLATION_MODES} nor registered in MODELS')
-
-
-def _init_params(cls) -> set:
+        return None
     try:
-        return set(inspect.signature(cls.__init__).parameters)
-    except (TypeError, ValueError):
-        return set()
+        import mmcv.cnn  # noqa: F401  (registers mmcv's layers)
+    except ImportError:
+        pass
+    with MODELS.switch_scope_and_registry(None) as registry:
+        return registry.get(name)
+
+
+def _adapter(typ) -> Adapter:
+    """The table entry of ``typ``, or the ``guided``-attribute rule for a class."""
+    if isinstance(typ, str):
+        if typ in UPSAMPLERS:
+            return UPSAMPLERS[typ]
+        cls = _registered(typ)
+        if cls is None:
+            raise KeyError(f'unknown upsampler type {typ!r}: not one of {sorted(UPSAMPLERS)} '
+                           f"and not registered in mmengine's MODELS")
+    elif inspect.isclass(typ):
+        cls = typ
+    else:
+        raise TypeError(f'upsampler type must be a name or a class, got {typ!r}')
+    if is_guided(cls):
+        return Adapter(partial(_guided_module, cls), guided=True)
+    return Adapter(partial(_plain_module, cls), guided=False)
 
 
 def build_guided_upsampler(cfg: Union[dict, str, type], in_channels: int,
@@ -231,152 +304,6 @@ def build_guided_upsampler(cfg: Union[dict, str, type], in_channels: int,
     typ, opts = _split_type(cfg)
     if guide_channels is None:
         guide_channels = in_channels
-    if isinstance(typ, str) and typ in INTERPOLATION_MODES:
-        if 'align_corners' not in opts:
-            opts['align_corners'] = align_corners if typ in _ALIGNABLE else None
-        return Interpolate(mode=typ, **opts)
-
-    cls = _resolve(typ)
-    guided = is_guided(cls)
-    names = _init_params(cls)
-
-    def fill(name, value):
-        if name in names and name not in opts:
-            opts[name] = value
-
-    if issubclass(cls, nn.ConvTranspose2d):  # 'deconv': an exact ×s transposed conv
-        k = opts.pop('kernel_size', opts.pop('upsample_kernel', 2 * scale_factor))
-        opts.setdefault('in_channels', in_channels)
-        opts.setdefault('out_channels', in_channels)
-        opts.setdefault('stride', scale_factor)
-        opts.setdefault('padding', (k - scale_factor + 1) // 2)
-        opts.setdefault('output_padding', scale_factor + 2 * opts['padding'] - k)
-        opts['kernel_size'] = k
-    else:
-        fill('in_channels', in_channels)
-        fill('channels', in_channels)  # CARAFEPack
-        fill('out_channels', in_channels)
-        fill('scale_factor', scale_factor)
-        fill('upsample_kernel', 3)  # PixelShufflePack has no default
-        if guided:
-            fill('guide_channels', guide_channels)
-    cls = _substitute(cls)
-
-    try:
-        from mmcv.cnn import build_upsample_layer
-    except ImportError:
-        layer = cls(**opts)
-    else:
-        layer = build_upsample_layer(dict(type=cls, **opts))
-    if guided:
-        return layer
-    return UnguidedUpsampler(layer, scale_factor)
-
-
-# --------------------------------------------------------------------------------
-# CARAFE off the GPU
-# --------------------------------------------------------------------------------
-def _carafe_views(x: torch.Tensor, mask: torch.Tensor, K: int, G: int, s: int):
-    B, C, H, W = x.shape
-    if C % G or mask.shape[1] != K * K * G or tuple(mask.shape[2:]) != (H * s, W * s):
-        raise ValueError(f'carafe: features {tuple(x.shape)} and masks {tuple(mask.shape)} '
-                         f'do not match kernel {K}, group {G}, scale {s}')
-    r = K // 2
-    xp = F.pad(x, (r, r, r, r)).view(B, G, C // G, H + 2 * r, W + 2 * r)
-    m = mask.view(B, G, K * K, H, s, W, s)
-    return xp, m, (B, C, H, W, r)
-
-
-def _carafe_forward(x, mask, K, G, s):
-    xp, m, (B, C, H, W, _) = _carafe_views(x, mask, K, G, s)
-    out = x.new_zeros(B, G, C // G, H, s, W, s)
-    for dy in range(K):
-        for dx in range(K):
-            v = xp[:, :, :, dy:dy + H, None, dx:dx + W, None]
-            out.addcmul_(m[:, :, None, dy * K + dx], v)
-    return out.view(B, C, H * s, W * s)
-
-
-def _carafe_backward(grad, x, mask, K, G, s, need_x, need_mask):
-    xp, m, (B, C, H, W, r) = _carafe_views(x, mask, K, G, s)
-    g = grad.reshape(B, G, C // G, H, s, W, s)
-    gxp = torch.zeros_like(xp) if need_x else None
-    gm = torch.empty_like(m) if need_mask else None
-    for dy in range(K):
-        for dx in range(K):
-            n = dy * K + dx
-            if need_mask:
-                v = xp[:, :, :, dy:dy + H, None, dx:dx + W, None]
-                gm[:, :, n] = (g * v).sum(2)
-            if need_x:
-                contrib = (g * m[:, :, None, n]).sum((4, 6))
-                gxp[:, :, :, dy:dy + H, dx:dx + W] += contrib
-    gx = gxp.view(B, C, H + 2 * r, W + 2 * r)[:, :, r:r + H, r:r + W] if need_x else None
-    return gx, (gm.view_as(mask) if need_mask else None)
-
-
-class CARAFEReassembleFunction(torch.autograd.Function):
-    """mmcv's CARAFE reassembly (``carafe(features, masks, K, G, s)``) in PyTorch.
-
-    Output pixel (y, x) of group g is ``sum_n mask[g*K² + n, y, x] * features at
-    (y//s + dy - r, x//s + dx - r)``, zero outside the image (mmcv's semantics).
-    Loops over the K² taps: no (B, C·K², H, W) unfold is materialised.
-    """
-
-    @staticmethod
-    def forward(ctx, features, masks, kernel_size: int, group_size: int, scale_factor: int):
-        ctx.save_for_backward(features, masks)
-        ctx.cfg = (kernel_size, group_size, scale_factor)
-        return _carafe_forward(features, masks, kernel_size, group_size, scale_factor)
-
-    @staticmethod
-    def backward(ctx, grad):
-        features, masks = ctx.saved_tensors
-        K, G, s = ctx.cfg
-        gx, gm = _carafe_backward(grad, features, masks, K, G, s,
-                                  ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return gx, gm, None, None, None
-
-
-def carafe_reassemble(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
-                      group_size: int, scale_factor: int) -> torch.Tensor:
-    """PyTorch equivalent of ``mmcv.ops.carafe`` (any device, with autograd)."""
-    return CARAFEReassembleFunction.apply(features, masks, kernel_size, group_size,
-                                          scale_factor)
-
-
-_LAZY_CLASSES = {}
-
-
-def _carafe_pack_any_device():
-    cls = _LAZY_CLASSES.get('CARAFEPackAnyDevice')
-    if cls is None:
-        from mmcv.ops import CARAFEPack
-
-        class CARAFEPackAnyDevice(CARAFEPack):
-            """mmcv's ``CARAFEPack`` (same arguments, parameters and state dict)
-            whose reassembly falls back to PyTorch where mmcv has no kernel (CPU)."""
-
-            def feature_reassemble(self, x, mask):
-                if x.is_cuda:
-                    return super().feature_reassemble(x, mask)
-                return carafe_reassemble(x, mask, self.up_kernel, self.up_group,
-                                         self.scale_factor)
-
-        CARAFEPackAnyDevice.__module__ = __name__
-        CARAFEPackAnyDevice.__qualname__ = 'CARAFEPackAnyDevice'
-        cls = _LAZY_CLASSES['CARAFEPackAnyDevice'] = CARAFEPackAnyDevice
-    return cls
-
-
-def _substitute(cls):
-    """Swap mmcv's CARAFEPack for its any-device subclass."""
-    if cls.__name__ == 'CARAFEPack' and cls.__module__.startswith('mmcv.'):
-        return _carafe_pack_any_device()
-    return cls
-
-
-def __getattr__(name):  # lazily created classes stay importable / picklable
-    if name == 'CARAFEPackAnyDevice':
-        return _carafe_pack_any_device()
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    adapter = _adapter(typ)
+    module = adapter.build(opts, in_channels, guide_channels, scale_factor, align_corners)
+    return module if adapter.guided else UnguidedUpsampler(module, scale_factor)

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sapa import check_pair, covering_grid, fit_size
+from .resize import fit_to_size
+from .sapa import check_pair, covering_grid
 
 
 def _positive_int(owner: str, **values) -> None:
@@ -51,7 +52,7 @@ class IndexNet(nn.Module):
     that covers it, and the result cropped to the guide's size.
     """
 
-    takes_guide = True
+    guided = True  # the guided-upsampler interface: forward(x, guide)
 
     def __init__(self, in_channels: int, guide_channels: Optional[int] = None, scale_factor: int = 2,
                  kernel_size: int = 4, nonlinear: bool = True) -> None:
@@ -89,8 +90,9 @@ class IndexNet(nn.Module):
         check_pair('IndexNet', x, guide, self.in_channels, self.guide_channels, self.scale_factor)
         s, out_size = self.scale_factor, tuple(guide.shape[2:])
         lo_size, hi_size = covering_grid(x, guide, s)
-        index = self.index_map(fit_size(guide, hi_size))
-        x_up = fit_size(x, lo_size).repeat_interleave(s, 2).repeat_interleave(s, 3)  # NN_up
+        index = self.index_map(fit_to_size(guide, hi_size, s, extend=True))
+        x_lo = fit_to_size(x, lo_size, s, extend=True)
+        x_up = x_lo.repeat_interleave(s, 2).repeat_interleave(s, 3)  # NN_up
         out = index * x_up
         return out[..., :out_size[0], :out_size[1]]
 

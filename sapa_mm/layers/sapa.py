@@ -15,7 +15,7 @@ the guide with the upsampled feature itself:
 
 (W_qx reads the raw x: the official gated module normalises x only inside the gate.)
 
-'D' (journal extension, DESIGN.md §8) is deformable: G groups of d channels, and for
+'D' (journal extension, docs/design.md) is deformable: G groups of d channels, and for
 every output pixel P points per group sampled bilinearly around (y // s, x // s) at
 offsets predicted from x, instead of the K x K window:
 
@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import sapa_deform_upsample, sapa_upsample
+from .resize import fit_to_size
 
 VARIANTS = ('I', 'B', 'G', 'D')
 NORMS = ('LN', 'GN', None)
@@ -63,15 +64,6 @@ def make_norm(norm: Optional[str], channels: int) -> nn.Module:
         return LayerNorm2d(channels)
     # the journal code's GroupNorm(32, C); fewer groups when 32 does not divide C
     return nn.GroupNorm(math.gcd(32, channels), channels)
-
-
-def fit_size(t: torch.Tensor, size: tuple) -> torch.Tensor:
-    """Crop or extend (repeating the last row / column) the bottom-right of t to size."""
-    h, w = t.shape[-2:]
-    t = t[..., :size[0], :size[1]]
-    if size[0] > h or size[1] > w:
-        t = F.pad(t, (0, max(0, size[1] - w), 0, max(0, size[0] - h)), mode='replicate')
-    return t
 
 
 def check_pair(owner: str, x: torch.Tensor, guide: torch.Tensor, in_channels: int,
@@ -126,7 +118,7 @@ class SAPA(nn.Module):
     offsets predicted from the extended x.
     """
 
-    takes_guide = True  # the guided-upsampler interface: forward(x, guide)
+    guided = True  # the guided-upsampler interface: forward(x, guide)
 
     def __init__(self, in_channels: int, guide_channels: Optional[int] = None, scale_factor: int = 2,
                  kernel_size: int = 5, embed_dim: int = 32, variant: str = 'B',
@@ -202,17 +194,18 @@ class SAPA(nn.Module):
                 gate = self._nearest_up(torch.sigmoid(self.gate(x_normed)), out_size)
                 query_x = self._nearest_up(self.query_proj_x(x), out_size)
                 query = gate * query + (1 - gate) * query_x
-        value = fit_size(x, lo_size)
-        out = sapa_upsample(fit_size(query, hi_size), fit_size(key, lo_size), value,
+        value = fit_to_size(x, lo_size, s, extend=True)
+        out = sapa_upsample(fit_to_size(query, hi_size, s, extend=True),
+                            fit_to_size(key, lo_size, s, extend=True), value,
                             K, s, backend=self.backend)
         return out[..., :out_size[0], :out_size[1]]
 
     def _forward_deform(self, x: torch.Tensor, guide: torch.Tensor, lo_size: tuple,
                         hi_size: tuple) -> torch.Tensor:
         s = self.scale_factor
-        value = fit_size(x, lo_size)
-        key = fit_size(self.key_proj(self.norm_x(x)), lo_size)
-        query = fit_size(self.query_proj(self.norm_guide(guide)), hi_size)
+        value = fit_to_size(x, lo_size, s, extend=True)
+        key = fit_to_size(self.key_proj(self.norm_x(x)), lo_size, s, extend=True)
+        query = fit_to_size(self.query_proj(self.norm_guide(guide)), hi_size, s, extend=True)
         offset = F.pixel_shuffle(self.offset_proj(value), s)  # 1x1 conv: fit then conv = conv then fit
         return sapa_deform_upsample(query, key, value, offset, self.num_groups, s, backend=self.backend)
 
@@ -223,7 +216,8 @@ class SAPA(nn.Module):
     def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
         """Pixel p takes t at (y // s, x // s), as the window centres do."""
         s = self.scale_factor
-        return fit_size(t.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3), size)
+        return fit_to_size(t.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3), size, s,
+                           extend=True)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '
