@@ -1,4 +1,4 @@
-"""SAPA-D (DESIGN.md §8): parity with the grid_sample reference, gradients, bad input,
+"""SAPA-D (docs/design.md, SAPA-D): parity with the grid_sample reference, gradients, bad input,
 the module and its ONNX export."""
 
 import pytest
@@ -168,7 +168,7 @@ def test_macs_counted():
         total, analyzer = count_macs(m, (x, guide))
     hi, lo = 10 * 12, 5 * 6
     op = hi * 3 * 5 * (2 * 4 + 16)  # per point: 4-corner samples of key and value, logit, sum
-    assert analyzer.by_operator()['PythonOp.SAPADeformFunction'] == op
+    assert analyzer.by_operator()['deform_upsample'] == op
     assert total == op + hi * 8 * 8 + lo * 16 * 8 + lo * 16 * 2 * 3 * 2 * 4
 
 

@@ -77,9 +77,10 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
 # attention (B, G, P, sH·sW). Output pixel (i, j), point p of group g samples at
 # (i // s + dy, j // s + dx) on the low-res grid, pixel centres at integers, zero outside.
 
-def _deform_corners(off: torch.Tensor, H: int, W: int, s: int):
+def _deform_corners(off: torch.Tensor, H: int, W: int, s: int, derivatives: bool = False):
     """The four bilinear corners of the points ``off`` (B, G, 2, sH, sW) as
-    (flat index, weight, d weight / dx, d weight / dy), each (B, G, 1, sH·sW).
+    (flat index, weight, d weight / dx, d weight / dy), each (B, G, 1, sH·sW); the
+    derivatives only with ``derivatives`` (None otherwise).
 
     Corners outside the image get weight and derivatives 0 and a clamped index, so
     gathers stay in bounds. An inside corner of weight 0 (integer positions) keeps
@@ -92,10 +93,11 @@ def _deform_corners(off: torch.Tensor, H: int, W: int, s: int):
     corners = []
     for yc, wy, sy in ((y0, 1 - fy, -1.0), (y0 + 1, fy, 1.0)):
         for xc, wx, sx in ((x0, 1 - fx, -1.0), (x0 + 1, fx, 1.0)):
-            inside = ((xc >= 0) & (xc <= W - 1) & (yc >= 0) & (yc <= H - 1)).to(off.dtype)
-            index = yc.clamp(0, H - 1).long() * W + xc.clamp(0, W - 1).long()
-            corners.append(tuple(t.reshape(B, G, 1, sH * sW) for t in (
-                index, wy * wx * inside, wy * sx * inside, wx * sy * inside)))
+            inside = (xc >= 0) & (xc <= W - 1) & (yc >= 0) & (yc <= H - 1)
+            index = yc.long().clamp(0, H - 1) * W + xc.long().clamp(0, W - 1)
+            terms = [index, wy * wx * inside]
+            terms += [wy * sx * inside, wx * sy * inside] if derivatives else [None, None]
+            corners.append(tuple(None if t is None else t.reshape(B, G, 1, sH * sW) for t in terms))
     return corners
 
 
@@ -150,7 +152,7 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
     g = grad.to(dt).reshape(B, G, -1, q.shape[3])
     a = attn.to(dt)
     P = off.shape[2]
-    corners = [_deform_corners(off[:, :, p], H, W, s) for p in range(P)]
+    corners = [_deform_corners(off[:, :, p], H, W, s, derivatives=True) for p in range(P)]
     qk, gv_dot, ga = [], [], []
     for c in corners:
         qk.append([(q * k.gather(3, i.expand(-1, -1, k.shape[2], -1))).sum(2, keepdim=True) for i, _, _, _ in c])
