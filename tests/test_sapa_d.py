@@ -294,7 +294,8 @@ def test_without_custom_op_plain_autograd_path():
             'for b in ("torch", "cpu"):\n'
             '    t = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)\n'
             '         for s in ((1, 4, 4, 6), (1, 4, 2, 3), (1, 2, 2, 3), (1, 8, 4, 6))]\n'
-            '    assert torch.autograd.gradcheck(lambda *a: sapa_deform_upsample(*a, 2, 2, backend=b), t)\n'
+            '    assert torch.autograd.gradcheck(lambda *a: sapa_deform_upsample(*a, 2, 2, backend=b), t,\n'
+            '                                    fast_mode=True)\n'
             'f = torch.jit.trace(lambda *a: sapa_deform_upsample(*a, 2, 2, backend="cpu"), tuple(t))\n'
             'assert "sapa_mm_deform_upsample" in str(f.graph)\n'
             'print("plain autograd ok")\n')
