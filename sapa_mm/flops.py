@@ -18,7 +18,7 @@ sapa_mm::aggregate(w, v)           out pixels · K² · C
 sapa_mm::scatter(w, g)             high-res pixels · K² · C    (aggregate's adjoint)
 CARAFEFunction / CARAFENaive... /  out pixels · K² · C         (reassembly)
 CARAFEReassembleFunction
-SAPADeformFunction(q, k, v, off)   out pixels · P · 5 · (G·d + C)  (SAPA-D, below)
+sapa_mm::deform_upsample(q,k,v,o)  out pixels · P · 5 · (G·d + C)  (SAPA-D, below)
 =================================  ==========================================
 
 On torch < 2.4 (no ``torch.library.custom_op``) the SAPA ops run as autograd
@@ -97,7 +97,7 @@ def reassemble_flop_jit(inputs, outputs) -> int:
 
 
 def sapa_deform_flop_jit(inputs, outputs) -> int:
-    """SAPADeformFunction(query, key, value, offset, G, s, ...) -> (B, C, h, w): per output
+    """deform_upsample(query, key, value, offset, G, s, backend) -> (B, C, h, w), attention: per output
     pixel and point, 4 MACs per sampled channel (bilinear corners) for key and value,
     plus the logit (G·d) and the weighted sum (C)."""
     args = _call_args(inputs, outputs)
@@ -114,7 +114,8 @@ FLOP_HANDLES: Dict[str, Any] = {
     'prim::PythonOp.CARAFEFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFENaiveFunction': reassemble_flop_jit,
     'prim::PythonOp.CARAFEReassembleFunction': reassemble_flop_jit,
-    'prim::PythonOp.SAPADeformFunction': sapa_deform_flop_jit,
+    'sapa_mm::deform_upsample': sapa_deform_flop_jit,
+    'prim::PythonOp.sapa_mm_deform_upsample': sapa_deform_flop_jit,  # torch < 2.4
 }
 
 #: mmengine ops that are multiply-accumulates (kept by ``count_macs``).

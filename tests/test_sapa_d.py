@@ -1,10 +1,10 @@
-"""SAPA-D (DESIGN.md §8): parity with the grid_sample reference, gradients, bad input,
+"""SAPA-D (docs/design.md, SAPA-D): parity with the grid_sample reference, gradients, bad input,
 the module and its ONNX export."""
 
 import pytest
 import torch
 
-from sapa_mm.ops import deform_upsample_reference, sapa_deform_upsample
+from sapa_mm.ops import deform_upsample_reference, library, sapa_deform_upsample
 
 BACKENDS = ['torch', 'cpu']
 
@@ -168,7 +168,7 @@ def test_macs_counted():
         total, analyzer = count_macs(m, (x, guide))
     hi, lo = 10 * 12, 5 * 6
     op = hi * 3 * 5 * (2 * 4 + 16)  # per point: 4-corner samples of key and value, logit, sum
-    assert analyzer.by_operator()['PythonOp.SAPADeformFunction'] == op
+    assert analyzer.by_operator()['deform_upsample'] == op
     assert total == op + hi * 8 * 8 + lo * 16 * 8 + lo * 16 * 2 * 3 * 2 * 4
 
 
@@ -190,3 +190,115 @@ def test_cpu_kernel_threads_and_integer_positions_match_the_torch_path():
         torch.set_num_threads(threads)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------
+# the dispatcher op: fake kernels, torch.compile, the Triton fall-back, old torch
+
+needs_custom_op = pytest.mark.skipif(not library.HAS_CUSTOM_OP, reason='torch < 2.4: no custom_op')
+
+
+@needs_custom_op
+def test_op_is_registered_with_fake_kernels():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    q, k, v, off = make(2, 2, 3, 4, 3, 5, 3, 2)
+    with FakeTensorMode() as mode:
+        fq, fk, fv, fo = (mode.from_tensor(t) for t in (q, k, v, off))
+        out, attn = torch.ops.sapa_mm.deform_upsample(fq, fk, fv.half(), fo, 2, 2, 'cpu')
+        assert out.shape == (2, 4, 6, 10) and out.dtype == torch.float32  # promoted
+        assert attn.shape == (2, 2, 3, 60) and attn.dtype == torch.float32
+        out, _ = torch.ops.sapa_mm.deform_upsample(fq.half(), fk.half(), fv.half(), fo.half(), 2, 2, 'cpu')
+        assert out.dtype == torch.float16
+        grads = torch.ops.sapa_mm.deform_backward(out, fq, fk, fv, fo, attn, 2, 2, 'torch')
+        assert [g.shape for g in grads] == [t.shape for t in (q, k, v, off)]
+    args = [t.double().requires_grad_() for t in make(1, 2, 2, 4, 2, 3, 2, 2)]
+    torch.library.opcheck(torch.ops.sapa_mm.deform_upsample, (*args, 2, 2, 'cpu'),
+                          test_utils=('test_schema', 'test_autograd_registration', 'test_faketensor'))
+
+
+@needs_custom_op
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_compile_keeps_the_kernel_without_graph_breaks(backend):
+    from torch._functorch.aot_autograd import aot_module_simplified
+    inputs = [t.requires_grad_() for t in make(1, 2, 3, 4, 3, 4, 3, 2, 2.0)]
+    fn = lambda *t: sapa_deform_upsample(*t, 2, 2, backend=backend)  # noqa: E731
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(fn)(*inputs).graph_break_count == 0
+    graphs = []
+
+    def record(gm, example):  # forward and backward graphs, run as traced
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == 'call_function'])
+        return gm.forward
+
+    def compiler(gm, example):
+        return aot_module_simplified(gm, example, fw_compiler=record, bw_compiler=record)
+    torch._dynamo.reset()
+    out = torch.compile(fn, backend=compiler, fullgraph=True)(*inputs)
+    grads = torch.autograd.grad(out, inputs, torch.ones_like(out))
+    fwd, bwd = graphs
+    assert fwd.count('sapa_mm.deform_upsample.default') == 1, fwd
+    assert bwd.count('sapa_mm.deform_backward.default') == 1, bwd
+    want = sapa_deform_upsample(*inputs, 2, 2, backend=backend)
+    torch.testing.assert_close(out, want)
+    for a, b in zip(grads, torch.autograd.grad(want, inputs, torch.ones_like(want))):
+        torch.testing.assert_close(a, b)
+
+
+def test_attention_output_is_not_differentiable():
+    inputs = [t.requires_grad_() for t in make(1, 1, 2, 2, 2, 2, 2, 2)]
+    _, attn = library.deform_upsample(*inputs, 1, 2, 'torch')
+    if library.HAS_CUSTOM_OP:
+        with pytest.raises(RuntimeError, match='attention output is not differentiable'):
+            attn.sum().backward()
+    else:
+        assert not attn.requires_grad
+
+
+def test_failing_triton_kernel_warns_once_and_uses_torch(monkeypatch):
+    import warnings
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError('simulated: out of shared memory')
+    monkeypatch.setattr(library.triton_backend, 'deform_forward', broken)
+    monkeypatch.setattr(library.triton_backend, 'deform_backward', broken)
+    monkeypatch.setattr(library, '_triton_failed', False)
+    inputs = [t.requires_grad_() for t in make(1, 2, 2, 4, 3, 3, 3, 2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        # the op is called with 'triton' as a compiled graph would, on CPU tensors here
+        out, _ = library.deform_upsample(*inputs, 2, 2, 'triton')
+        grads = torch.autograd.grad(out.sum(), inputs)
+    ours = [str(w.message) for w in caught if 'sapa_mm' in str(w.message)]
+    assert len(ours) == 1 and 'simulated' in ours[0] and "'torch'" in ours[0], ours
+    assert calls == [1] and library.triton_failed()
+    ref = deform_upsample_reference(*inputs, 2, 2)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(ref.sum(), inputs)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_without_custom_op_plain_autograd_path():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import torch, sapa_mm\n'
+            'saved = torch.library.custom_op\n'
+            'del torch.library.custom_op\n'
+            'from sapa_mm.ops import library, sapa_deform_upsample\n'
+            'torch.library.custom_op = saved\n'
+            'assert not library.HAS_CUSTOM_OP\n'
+            'g = torch.Generator().manual_seed(0)\n'
+            'for b in ("torch", "cpu"):\n'
+            '    t = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)\n'
+            '         for s in ((1, 4, 4, 6), (1, 4, 2, 3), (1, 2, 2, 3), (1, 8, 4, 6))]\n'
+            '    assert torch.autograd.gradcheck(lambda *a: sapa_deform_upsample(*a, 2, 2, backend=b), t,\n'
+            '                                    fast_mode=True)\n'
+            'f = torch.jit.trace(lambda *a: sapa_deform_upsample(*a, 2, 2, backend="cpu"), tuple(t))\n'
+            'assert "sapa_mm_deform_upsample" in str(f.graph)\n'
+            'print("plain autograd ok")\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    assert proc.returncode == 0 and 'plain autograd ok' in proc.stdout, proc.stderr[-3000:]

@@ -1,7 +1,8 @@
 """The Triton kernels of sapa_mm.ops.triton_backend.
 
 On CPU they run in Triton's interpreter (``TRITON_INTERPRET=1``). The oracle is
-the zero-padded unfold formulation of DESIGN.md §1 in float64, with autograd
+the zero-padded unfold formulation of docs/design.md in float64 (SAPA-D: the
+grid_sample reference ``deform_upsample_reference``), with autograd
 giving the adjoint for ``scatter`` and the gradients of the fused forward; the
 pure-PyTorch backend is checked against as well, since the dispatch swaps one
 backend for the other. With a CUDA GPU the compiled kernels are also checked.
@@ -267,6 +268,98 @@ def test_imports_without_triton():
     assert tb.AVAILABLE
 
 
+
+# ------------------------------------------------------------------------ SAPA-D
+def _deform_inputs(B, G, d, C, H, W, P, s, scale, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = ((B, G * d, s * H, s * W), (B, G * d, H, W), (B, C, H, W), (B, G * P * 2, s * H, s * W))
+    q, k, v, off = (torch.randn(*sh, generator=g) for sh in shapes)
+    return [t.to(dtype) for t in (q, k, v, off * scale)]
+
+
+def _deform_check(shape, scale, dtype=torch.float32, tol=1e-4, seed=0, device='cpu'):
+    """Triton SAPA-D forward, attention and the four gradients against the grid_sample
+    reference in float64 (on the same, possibly rounded, inputs)."""
+    from sapa_mm.ops import deform_upsample_reference
+    B, G, d, C, H, W, P, s = shape
+    x = [t.to(device) for t in _deform_inputs(*shape, scale, dtype, seed)]
+    ref_in = [t.double().cpu().requires_grad_() for t in x]
+    ref = deform_upsample_reference(*ref_in, G, s)
+    go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    want = torch.autograd.grad(ref, ref_in, go)
+
+    out, attn = tb.deform_forward(*x, G, s)
+    assert out.dtype == dtype and attn.dtype == torch.float32 and attn.shape == (B, G, P, s * s * H * W)
+    close(out.cpu(), ref.detach(), tol)
+    close(attn.sum(2).cpu(), torch.ones(B, G, s * s * H * W), 1e-5)
+    grads = tb.deform_backward(go.to(dtype).to(device), *x, attn, G, s)
+    for name, got, w, t in zip('qkvo', grads, want, x):
+        assert got.dtype == t.dtype and got.shape == t.shape, name
+        # the offset gradient scales with the sampled magnitudes: relative to its size
+        close(got.cpu(), w, tol * (1 + w.abs().max().item() if name == 'o' else 1))
+
+
+# (B, G, d, C, H, W, P, s): 1x1 images (every corner at a border), odd sizes, s = 1 and 3,
+# one group, one point, P and the pixels off the block sizes, several pixel blocks
+DEFORM_SHAPES = [
+    (2, 2, 3, 4, 5, 3, 9, 2), (1, 1, 2, 3, 1, 1, 4, 2), (1, 2, 5, 6, 4, 3, 1, 3),
+    (1, 3, 1, 9, 3, 6, 5, 1), (1, 1, 2, 2, 7, 9, 3, 2),
+]
+
+
+@interpreted
+@pytest.mark.parametrize('shape', DEFORM_SHAPES)
+@pytest.mark.parametrize('scale', [0.7, 3.0, 40.0], ids=['inside', 'past-borders', 'far-outside'])
+def test_deform_fp32(shape, scale):
+    _deform_check(shape, scale)
+
+
+@interpreted
+def test_deform_half_precision():
+    _deform_check((1, 2, 4, 4, 3, 5, 3, 2), 1.5, torch.float16, tol=3e-2)
+
+
+@interpreted
+def test_deform_integer_offsets_pick_pixels_and_outside_is_zero():
+    # one point per group: the softmax is 1, so the output is the sampled value itself
+    v = torch.arange(12.).view(1, 2, 2, 3)
+    q, k = torch.randn(1, 2, 4, 6), torch.randn(1, 2, 2, 3)
+    off = torch.zeros(1, 4, 4, 6)
+    off[:, 0] = 1.0  # group 0: dx = +1
+    off[:, 3] = -1.0  # group 1: dy = -1
+    out, attn = tb.deform_forward(q, k, v, off, 2, 2)
+    up = v.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert torch.equal(attn, torch.ones_like(attn))
+    close(out[0, 0, :, :4], up[0, 0, :, 2:], 0)
+    assert out[0, 0, :, 4:].abs().max() == 0 and out[0, 1, :2].abs().max() == 0
+    close(out[0, 1, 2:], up[0, 1, :2], 0)
+
+
+@interpreted
+def test_deform_through_the_op_with_autograd():
+    """The 'triton' kernel of sapa_mm::deform_upsample, as a compiled graph calls it."""
+    from sapa_mm.ops import deform_upsample_reference, library
+    x = [t.requires_grad_() for t in _deform_inputs(1, 2, 2, 4, 3, 4, 3, 2, 2.0, torch.float64)]
+    out, _ = library.deform_upsample(*x, 2, 2, 'triton')
+    assert not library.triton_failed()
+    ref = deform_upsample_reference(*x, 2, 2)
+    close(out, ref, 1e-10)
+    for a, b in zip(torch.autograd.grad(out.sum(), x), torch.autograd.grad(ref.sum(), x)):
+        assert a.dtype == torch.float64  # float64 accumulates in float64
+        close(a, b, 1e-9)
+
+
+@interpreted
+def test_deform_bad_arguments():
+    q, k, v, off = _deform_inputs(1, 2, 2, 4, 3, 3, 2, 2, 1.0)
+    with pytest.raises(ValueError):
+        tb.deform_forward(q, k, v, off[:, :5], 2, 2)
+    with pytest.raises(ValueError):
+        tb.deform_forward(q, k, v[:, :3], off, 2, 2)
+    with pytest.raises(ValueError):
+        tb.deform_forward(q[..., :5], k, v, off, 2, 2)
+
+
 # ------------------------------------------------------- compiled, on a real GPU
 @pytest.mark.skipif(IN_PROCESS or not torch.cuda.is_available(), reason='needs a CUDA GPU')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
@@ -280,6 +373,13 @@ def test_imports_without_triton():
 def test_cuda(dtype, B, C, d, H, W, K, s):
     torch.manual_seed(5)
     _check_all(dtype, B, C, d, H, W, K, s, device='cuda')
+
+
+@pytest.mark.skipif(IN_PROCESS or not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('shape', [(2, 4, 8, 64, 17, 23, 9, 2), (1, 2, 16, 6, 5, 4, 3, 3)])
+def test_cuda_deform(dtype, shape):
+    _deform_check(shape, 3.0, dtype, tol=1e-4 if dtype == torch.float32 else 3e-2, device='cuda')
 
 
 # ------------------------------------------- compiled for sm_90, without a GPU
@@ -320,6 +420,13 @@ for K, s, dt in [(3, 2, 'fp16'), (5, 4, 'fp32'), (9, 1, 'bf16')]:
           dict(chans, BLOCK_P=tb._AGG_PIXELS), 4)
     build(tb._scatter_kernel, dict(w_ptr='fp32', g_ptr=dt, out_ptr=dt), 'CHW',
           dict(chans, BLOCK_P=tb._SCATTER_PIXELS), 4)
+    block_pp, block_n = tb._deform_blocks(K)  # K doubles as the number of points
+    points = dict(S=s, ACC=tl.float32, BLOCK_PP=block_pp, BLOCK_N=block_n)
+    build(tb._deform_fwd_kernel, dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, off_ptr=dt, out_ptr=dt,
+                                      attn_ptr='fp32'), ['D', 'Cg', 'H', 'W', 'P'], points, 4)
+    build(tb._deform_bwd_kernel, dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, off_ptr=dt, attn_ptr='fp32',
+                                      g_ptr=dt, gq_ptr='fp32', gk_ptr='fp32', gv_ptr='fp32',
+                                      goff_ptr='fp32'), ['D', 'Cg', 'H', 'W', 'P'], points, 4)
 print('compiled')
 '''
 

@@ -2,9 +2,11 @@
 
 For every backend available on the device, measures forward+backward time and the
 peak memory allocated on top of the inputs, side by side in one run (the cases are
-interleaved, so machine noise hits them alike), and prints ratios:
+interleaved, so machine noise hits them alike), and prints ratios. The operator tables
+have bilinear, the reference, SAPA-B (``sapa[backend]``) and SAPA-D (``sapa-d[backend]``,
+G = 4 groups, P = 9 points) side by side:
 
-    python tools/benchmark_op.py                 # CPU, 2 threads, DESIGN.md setting + sweep
+    python tools/benchmark_op.py                 # CPU, 2 threads, docs/design.md setting + sweep
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
                                                  # bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from sapa_mm.ops import sapa_upsample, upsample_reference  # noqa: E402
+from sapa_mm.ops import sapa_deform_upsample, sapa_upsample, upsample_reference  # noqa: E402
 from sapa_mm.ops import cpu_backend, sapa  # noqa: E402
 
 
@@ -71,17 +73,24 @@ def timed(fns: Dict[str, Callable[[], None]], device: torch.device, repeats: int
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True):
-    """name -> fn running forward+backward, plus the bytes of the output tensor."""
+def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True, points=9):
+    """name -> fn running forward+backward, plus the bytes of the output tensor.
+
+    Beside bilinear, the reference and SAPA-B (``sapa[backend]``), SAPA-D
+    (``sapa-d[backend]``) with the module's defaults: G = 4 groups sharing the d
+    query/key channels, ``points`` offsets each, offsets of about 1.5 low-res pixels."""
     gen = torch.Generator(device='cpu').manual_seed(0)
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
     q, k, v = rand(B, d, s * H, s * W), rand(B, d, H, W), rand(B, C, H, W)
+    G = 4 if d % 4 == 0 and C % 4 == 0 else 1
+    offset = (torch.randn(B, G * points * 2, s * H, s * W, generator=gen) * 1.5).to(
+        device=device, dtype=dtype).requires_grad_()
     grad = torch.randn(B, C, s * H, s * W, generator=gen).to(device=device, dtype=dtype)
 
     def reset():  # drop the gradients outside the measured region
-        for t in (q, k, v):
+        for t in (q, k, v, offset):
             t.grad = None
 
     def fwd_bwd(forward):
@@ -94,6 +103,8 @@ def cases(B, C, d, H, W, K, s, dtype, device, backends, with_reference=True):
         fns['reference'] = fwd_bwd(lambda: upsample_reference(q, k, v, K, s))
     for b in backends:
         fns[f'sapa[{b}]'] = fwd_bwd(lambda b=b: sapa_upsample(q, k, v, K, s, backend=b))
+    for b in backends:
+        fns[f'sapa-d[{b}]'] = fwd_bwd(lambda b=b: sapa_deform_upsample(q, k, v, offset, G, s, backend=b))
     return fns, grad.numel() * grad.element_size()
 
 

@@ -15,7 +15,7 @@ the guide with the upsampled feature itself:
 
 (W_qx reads the raw x: the official gated module normalises x only inside the gate.)
 
-'D' (journal extension, docs/design.md) is deformable: G groups of d channels, and for
+'D' (journal extension, docs/design.md, SAPA-D) is deformable: G groups of d channels, and for
 every output pixel P points per group sampled bilinearly around (y // s, x // s) at
 offsets predicted from x, instead of the K x K window:
 

@@ -1,8 +1,9 @@
 """Self-check after installing: ``python -m sapa_mm.ops.check``.
 
 Runs every backend available here (and on every visible device) against the
-reference of DESIGN.md §1 on small shapes, forward and backward, prints a table and
-exits with 1 if any result differs or a fast backend could not run (it fell back).
+references of docs/design.md (the unfold formulation for SAPA, the grid_sample one for
+SAPA-D) on small shapes, forward and backward, prints a table per operator and exits
+with 1 if any result differs or a fast backend could not run (it fell back).
 """
 import sys
 import warnings
@@ -11,11 +12,15 @@ from typing import List, Tuple
 import torch
 
 from . import cpu_backend, library
-from .reference import aggregate_reference, similarity_reference, upsample_reference
+from .deform import sapa_deform_upsample
+from .reference import (aggregate_reference, deform_upsample_reference, similarity_reference,
+                        upsample_reference)
 from .sapa import _triton_ready, sapa_aggregate, sapa_similarity, sapa_upsample
 
 # (B, C, d, H, W, K, s): windows wider than the image, non-square, odd channels, s = 1
 SHAPES = [(2, 5, 3, 4, 6, 5, 2), (1, 7, 4, 3, 2, 3, 3), (1, 3, 2, 5, 5, 7, 1)]
+# SAPA-D (B, G, d, C, H, W, P, s): offsets of a few pixels reach past the borders
+DEFORM_SHAPES = [(2, 2, 3, 6, 4, 5, 4, 2), (1, 1, 2, 3, 1, 1, 3, 2), (1, 3, 1, 6, 3, 2, 2, 3)]
 
 
 def _backends() -> List[Tuple[str, torch.device]]:
@@ -56,17 +61,45 @@ def check_one(backend: str, device: torch.device, shape: tuple) -> Tuple[float, 
     return fwd, bwd
 
 
+def check_deform(backend: str, device: torch.device, shape: tuple) -> Tuple[float, float]:
+    """Largest forward and backward (query, key, value, offset) error of SAPA-D, float32
+    vs float64. The offset gradient scales with the sampled values: relative to its size."""
+    B, G, d, C, H, W, P, s = shape
+    gen = torch.Generator().manual_seed(0)
+    args = [torch.randn(*sh, generator=gen, dtype=torch.float64) for sh in (
+        (B, G * d, s * H, s * W), (B, G * d, H, W), (B, C, H, W), (B, G * P * 2, s * H, s * W))]
+    args[3] = args[3] * 2
+    go = torch.randn(B, C, s * H, s * W, generator=gen, dtype=torch.float64)
+    ours = [a.float().to(device).requires_grad_() for a in args]
+    theirs = [a.clone().requires_grad_() for a in args]
+    out = sapa_deform_upsample(*ours, G, s, backend=backend)
+    want = deform_upsample_reference(*theirs, G, s)
+    grads = torch.autograd.grad(out, ours, go.float().to(device))
+    wants = torch.autograd.grad(want, theirs, go)
+    bwd = max(_max_err([g.cpu()], [w]) / (1 + w.abs().max().item() if i == 3 else 1)
+              for i, (g, w) in enumerate(zip(grads, wants)))
+    return _max_err([out.cpu()], [want]), bwd
+
+
 def main() -> int:
-    tol = 1e-4
     print(f'sapa_mm operator self-check: torch {torch.__version__}, float32 against the float64 reference')
-    print(f"{'backend':8} {'device':6} {'B,C,d,H,W,K,s':20} {'fwd err':>9} {'bwd err':>9}  result")
+    failures = _table('SAPA (similarity, aggregate, upsample)', 'B,C,d,H,W,K,s', SHAPES, check_one)
+    failures += _table('SAPA-D (deform_upsample)', 'B,G,d,C,H,W,P,s', DEFORM_SHAPES, check_deform)
+    print('all backends agree with the reference' if not failures else f'{failures} check(s) failed')
+    return 1 if failures else 0
+
+
+def _table(title: str, columns: str, shapes, check) -> int:
+    tol = 1e-4
+    print(f'\n{title}')
+    print(f"{'backend':8} {'device':6} {columns:20} {'fwd err':>9} {'bwd err':>9}  result")
     failures = 0
     for backend, device in _backends():
-        for shape in SHAPES:
+        for shape in shapes:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter('always')
                 try:
-                    fwd, bwd = check_one(backend, device, shape)
+                    fwd, bwd = check(backend, device, shape)
                     result = 'ok' if max(fwd, bwd) <= tol else 'MISMATCH'
                 except Exception as exc:  # report and go on with the other backends
                     fwd = bwd = float('nan')
@@ -78,8 +111,7 @@ def main() -> int:
                 result = 'FELL BACK: ' + fell[0][:150]
             failures += result != 'ok'
             print(f"{backend:8} {device.type:6} {','.join(map(str, shape)):20} {fwd:9.1e} {bwd:9.1e}  {result}")
-    print('all backends agree with the reference' if not failures else f'{failures} check(s) failed')
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == '__main__':

@@ -137,7 +137,7 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------
-# SAPA-D (deform.py): csrc/sapa_deform_cpu.cpp, a library of its own
+# SAPA-D (docs/design.md, SAPA-D): csrc/sapa_deform_cpu.cpp, a library of its own
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,8 +182,8 @@ def deform_forward(query, key, value, offset, G: int, s: int):
     return out.transpose(2, 3).reshape(B, C, s * H, s * W), attn
 
 
-def deform_backward(grad, query, key, value, offset, attn, G: int, s: int, needs):
-    """Gradients of query, key, value and offset (None where not needed)."""
+def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
+    """Gradients of query, key, value and offset, each in its input's dtype."""
     B, C, H, W = value.shape
     P = offset.shape[1] // (2 * G)
     dt = acc_dtype(query, key, value, offset)
@@ -194,6 +194,5 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int, needs
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
     _deform_call('backward', dt, (q, k, v, off, attn.to(dt).contiguous(), g, gq, gk, gv, goff), dims,
                  grad.numel() * P * 8)
-    grads = (_from_channels_last(gq, query), _from_channels_last(gk, key),
-             _from_channels_last(gv, value), goff.to(offset.dtype))
-    return [gr if need else None for gr, need in zip(grads, needs)]
+    return (_from_channels_last(gq, query), _from_channels_last(gk, key),
+            _from_channels_last(gv, value), goff.to(offset.dtype))

@@ -9,6 +9,13 @@ keeps them in its graph, jit traces record them by name and FLOP counters key on
     upsample(q, k, v, K, s, backend) -> (out, attn)       out = aggregate(attn, v),
                                                           attn = softmax(correlate(q, k))
 
+and SAPA-D (docs/design.md, SAPA-D), whose bilinear sampling at free offsets does not
+decompose into the window products, as a forward op and its backward op:
+
+    deform_upsample(q, k, v, offset, G, s, backend)     -> (out, attn)
+        out (B, C, sH, sW) in the inputs' promoted dtype, attn (B, G, P, sH·sW) acc dtype
+    deform_backward(grad, q, k, v, offset, attn, G, s, backend) -> (gq, gk, gv, goffset)
+
 Backends are kernels of the same op, chosen by the ``backend`` argument (a constant
 of the graph, resolved per device before the call): 'cpu' (the C++ kernel), 'triton'
 (CUDA) or 'torch'. One op per product rather than one per device keeps the choice
@@ -16,7 +23,9 @@ explicit ('torch' on CPU stays selectable) and gives FLOP counters a single name
 
 The three products are closed under differentiation (each one's gradients are the
 other two), so the backward formulas call the ops again: double backward works and
-compiled backward graphs keep the fast kernels too.
+compiled backward graphs keep the fast kernels too. SAPA-D's backward is an op of its
+own (so compiled backward graphs keep its kernel as well) without a formula: SAPA-D is
+differentiable once, and its attention output is not differentiable.
 
 Without ``torch.library.custom_op`` (torch < 2.4) the same formulas run in plain
 ``autograd.Function``s over the raw kernels (``HAS_CUSTOM_OP`` is then False).
@@ -97,6 +106,33 @@ def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: st
     q, k, v = _c(q), _c(k), _c(v)
     out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s))
     return _c(out), _c(attn)
+
+
+def _promoted(*tensors: Tensor) -> torch.dtype:
+    dt = tensors[0].dtype
+    for t in tensors[1:]:
+        dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+def deform_upsample_kernel(q: Tensor, k: Tensor, v: Tensor, offset: Tensor, G: int, s: int,
+                           backend: str) -> Tuple[Tensor, Tensor]:
+    q, k, v, offset = _c(q), _c(k), _c(v), _c(offset)
+    out, attn = _run(backend, 'deform_forward', lambda impl: impl.deform_forward(q, k, v, offset, G, s))
+    return _c(out.to(_promoted(q, k, v, offset))), _c(attn)
+
+
+def deform_backward_kernel(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, offset: Tensor, attn: Tensor,
+                           G: int, s: int, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    grad, q, k, v, offset, attn = (_c(t) for t in (grad, q, k, v, offset, attn))
+    grads = _run(backend, 'deform_backward',
+                 lambda impl: impl.deform_backward(grad, q, k, v, offset, attn, G, s))
+    return tuple(_c(g.to(t.dtype)) for g, t in zip(grads, (q, k, v, offset)))
+
+
+def _attn_not_differentiable():
+    raise RuntimeError('sapa_mm::deform_upsample: the attention output is not differentiable '
+                       '(use the output, or compute the attention with deform_upsample_reference)')
 
 
 # ---------------------------------------------------------------------------------
@@ -217,6 +253,42 @@ if HAS_CUSTOM_OP:
 
     upsample.register_autograd(_upsample_backward, setup_context=_save_upsample)
 
+    _DEFORM_ARGS = 'int G, int s, str backend'
+    deform_upsample = torch.library.custom_op(
+        'sapa_mm::deform_upsample', deform_upsample_kernel, mutates_args=(),
+        schema=f'(Tensor q, Tensor k, Tensor v, Tensor offset, {_DEFORM_ARGS}) -> (Tensor, Tensor)')
+    deform_backward = torch.library.custom_op(
+        'sapa_mm::deform_backward', deform_backward_kernel, mutates_args=(),
+        schema=f'(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor offset, Tensor attn, {_DEFORM_ARGS}) '
+               '-> (Tensor, Tensor, Tensor, Tensor)')
+
+    @deform_upsample.register_fake
+    def _(q, k, v, offset, G, s, backend):
+        B, C, H, W = v.shape
+        P = offset.shape[1] // (2 * G)
+        return (v.new_empty(B, C, s * H, s * W, dtype=_promoted(q, k, v, offset)),
+                v.new_empty(B, G, P, s * s * H * W, dtype=torch_backend.acc_dtype(q, k, v, offset)))
+
+    @deform_backward.register_fake
+    def _(grad, q, k, v, offset, attn, G, s, backend):
+        return tuple(t.new_empty(t.shape) for t in (q, k, v, offset))
+
+    def _save_deform(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:4], output[1])
+        ctx.cfg = inputs[4:]
+        ctx.set_materialize_grads(False)
+
+    def _deform_backward(ctx, grad, grad_attn):
+        if grad_attn is not None:
+            _attn_not_differentiable()
+        q, k, v, offset, attn = ctx.saved_tensors
+        if grad is None:
+            return None, None, None, None, None, None, None
+        grads = deform_backward(grad, q, k, v, offset, attn, *ctx.cfg)
+        return (*(g if n else None for g, n in zip(grads, ctx.needs_input_grad)), None, None, None)
+
+    deform_upsample.register_autograd(_deform_backward, setup_context=_save_deform)
+
 else:  # torch < 2.4: the same formulas in autograd Functions over the raw kernels
     from torch.autograd.function import once_differentiable
 
@@ -258,4 +330,24 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
 
     upsample = sapa_mm_upsample.apply
 
-__all__ = ['HAS_CUSTOM_OP', 'correlate', 'aggregate', 'scatter', 'upsample', 'triton_failed']
+    class sapa_mm_deform_upsample(torch.autograd.Function):  # noqa: N801 (FLOP counters key on the name)
+
+        @staticmethod
+        def forward(ctx, q, k, v, offset, G, s, backend):
+            out, attn = deform_upsample_kernel(q, k, v, offset, G, s, backend)
+            ctx.save_for_backward(q, k, v, offset, attn)
+            ctx.cfg = G, s, backend
+            ctx.mark_non_differentiable(attn)
+            return out, attn
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad, grad_attn):
+            grads = deform_backward_kernel(grad, *ctx.saved_tensors, *ctx.cfg)
+            return (*(g if n else None for g, n in zip(grads, ctx.needs_input_grad)), None, None, None)
+
+    deform_upsample = sapa_mm_deform_upsample.apply
+    deform_backward = deform_backward_kernel
+
+__all__ = ['HAS_CUSTOM_OP', 'correlate', 'aggregate', 'scatter', 'upsample', 'deform_upsample',
+           'deform_backward', 'triton_failed']

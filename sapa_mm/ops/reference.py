@@ -1,8 +1,8 @@
-"""The correctness oracle and performance baseline of ../shared/DESIGN.md §1.
+"""The correctness oracles and performance baselines of docs/design.md (SAPA; SAPA-D).
 
 Straight from the definition: unfold the zero-padded low-res tensor into K² taps and
 contract with einsum. It materialises a (B, C·K², H, W) tensor, which is what the
-real backends avoid; use it for tests and benchmarks only. SAPA-D (§8) is built on
+real backends avoid; use it for tests and benchmarks only. SAPA-D is built on
 ``F.grid_sample`` instead, independently of the gather-based backends.
 """
 import torch
@@ -33,7 +33,7 @@ def upsample_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
 
 def deform_upsample_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                               offset: torch.Tensor, G: int = 4, s: int = 2) -> torch.Tensor:
-    """SAPA-D (DESIGN.md §8) with ``F.grid_sample``: the oracle of the deformable op.
+    """SAPA-D (docs/design.md, SAPA-D) with ``F.grid_sample``: the oracle of the deformable op.
 
     Every (group, point) samples key and value at (i // s + dy, j // s + dx), zero outside.
     Materialises all P samples of both; for tests and benchmarks only.

@@ -6,7 +6,7 @@
 
 over the K x K window N(p) of low-resolution pixels centred on (y // s, x // s).
 Out-of-image taps take logit 0 (they stay in the softmax) and value 0, exactly as
-zero-padding k and v before unfolding (DESIGN.md §1).
+zero-padding k and v before unfolding (docs/design.md).
 
 Backends implement three window products (see :mod:`.torch_backend`); the
 dispatcher ops of :mod:`.library` compose them, so every backend gets the same exact

@@ -9,7 +9,10 @@ Same contract as :mod:`sapa_mm.ops.torch_backend`. With ``r = K // 2`` and tap
 * :func:`scatter` ``(w, g) -> (B, C, H, W)``: the adjoint of ``aggregate`` in ``v``,
   computed as a gather, so it is deterministic and needs no atomics;
 * :func:`upsample_forward` ``(q, k, v) -> (out, attn)``: logits, softmax over the K²
-  taps and aggregation fused in one kernel; the logits never reach memory.
+  taps and aggregation fused in one kernel; the logits never reach memory;
+* :func:`deform_forward` / :func:`deform_backward`: SAPA-D (docs/design.md, SAPA-D),
+  bilinear samples at offset points; the backward scatters the key and value
+  gradients with atomic adds (the rest is gathered, deterministic).
 
 Every kernel accumulates in float32 (float64 when an input is float64) whatever the
 storage dtype, so half inputs and float32 weights mix freely.
@@ -31,7 +34,8 @@ except Exception:  # pragma: no cover - not installed, or a broken install
     tl = None
     AVAILABLE = False
 
-__all__ = ['AVAILABLE', 'correlate', 'aggregate', 'scatter', 'upsample_forward']
+__all__ = ['AVAILABLE', 'correlate', 'aggregate', 'scatter', 'upsample_forward', 'deform_forward',
+           'deform_backward']
 
 if AVAILABLE:
 
@@ -200,6 +204,189 @@ if AVAILABLE:
                      mask=pmask)
 
 
+    # ------------------------------------------------------------------ SAPA-D
+    # Tiles are (points x output pixels), points on axis 0 padded to BLOCK_PP; one
+    # program holds BLOCK_N output pixels of one (batch, group) pair.
+
+    @triton.jit
+    def _deform_point(off_ptr, n, nmask, P, N, H, W, S: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_PP: tl.constexpr):
+        """Floor corner (ix, iy), fractions (fx, fy) and the (point, pixel) mask of the
+        sample positions ``(i // s + dy, j // s + dx)``; positions far outside are
+        clamped to [-2, size + 1] first (every corner stays outside, and the int cast
+        stays in range)."""
+        pp = tl.arange(0, BLOCK_PP)
+        m2 = (pp < P)[:, None] & nmask[None, :]
+        at = off_ptr + pp[:, None] * (2 * N) + n[None, :]
+        dx = tl.load(at, mask=m2, other=0.).to(ACC)
+        dy = tl.load(at + N, mask=m2, other=0.).to(ACC)
+        sW = W * S
+        x = ((n % sW) // S).to(ACC)[None, :] + dx
+        y = ((n // sW) // S).to(ACC)[None, :] + dy
+        x = tl.minimum(tl.maximum(x, -2.), W + 1.)
+        y = tl.minimum(tl.maximum(y, -2.), H + 1.)
+        x0 = tl.floor(x)
+        y0 = tl.floor(y)
+        return x0.to(tl.int32), y0.to(tl.int32), x - x0, y - y0, m2
+
+    @triton.jit
+    def _deform_corner(ix, iy, fx, fy, m2, H, W, A: tl.constexpr, E: tl.constexpr):
+        """Corner (iy + A, ix + E): flat index, inside mask, bilinear weight and the
+        weight's derivatives in x and y (used where the corner is inside)."""
+        cy = iy + A
+        cx = ix + E
+        ok = m2 & (cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)
+        wy = fy if A == 1 else 1. - fy
+        wx = fx if E == 1 else 1. - fx
+        dwx = wy if E == 1 else -wy
+        dwy = wx if A == 1 else -wx
+        return cy * W + cx, ok, wy * wx, dwx, dwy
+
+    @triton.jit
+    def _deform_fwd_kernel(q_ptr, k_ptr, v_ptr, off_ptr, out_ptr, attn_ptr, D, Cg, H, W, P,
+                           S: tl.constexpr, ACC: tl.constexpr, BLOCK_PP: tl.constexpr,
+                           BLOCK_N: tl.constexpr):
+        """One program: BLOCK_N output pixels x all P points of one (batch, group).
+
+        The (points x pixels) logit tile stays in registers through the softmax; the
+        weights are stored once (the backward reads them) and reused for every value
+        channel of the group."""
+        bg = tl.program_id(1).to(tl.int64)
+        HW = H * W
+        N = HW * S * S
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = n < N
+        ix, iy, fx, fy, m2 = _deform_point(off_ptr + bg * P * 2 * N, n, nmask, P, N, H, W,
+                                           S, ACC, BLOCK_PP)
+        i00, o00, w00, _, _ = _deform_corner(ix, iy, fx, fy, m2, H, W, 0, 0)
+        i01, o01, w01, _, _ = _deform_corner(ix, iy, fx, fy, m2, H, W, 0, 1)
+        i10, o10, w10, _, _ = _deform_corner(ix, iy, fx, fy, m2, H, W, 1, 0)
+        i11, o11, w11, _, _ = _deform_corner(ix, iy, fx, fy, m2, H, W, 1, 1)
+
+        q_ptr += bg * D * N
+        k_ptr += bg * D * HW
+        logit = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        for ch in range(D):
+            qc = tl.load(q_ptr + ch * N + n, mask=nmask, other=0.).to(ACC)
+            kc = k_ptr + ch * HW
+            ks = (w00 * tl.load(kc + i00, mask=o00, other=0.).to(ACC)
+                  + w01 * tl.load(kc + i01, mask=o01, other=0.).to(ACC)
+                  + w10 * tl.load(kc + i10, mask=o10, other=0.).to(ACC)
+                  + w11 * tl.load(kc + i11, mask=o11, other=0.).to(ACC))
+            logit += qc[None, :] * ks
+        pp = tl.arange(0, BLOCK_PP)
+        logit = tl.where((pp < P)[:, None], logit, float('-inf'))
+        e = tl.exp(logit - tl.max(logit, axis=0)[None, :])
+        attn = e / tl.sum(e, axis=0)[None, :]
+        tl.store(attn_ptr + bg * P * N + pp[:, None] * N + n[None, :],
+                 attn.to(attn_ptr.dtype.element_ty), mask=m2)
+
+        v_ptr += bg * Cg * HW
+        out_ptr += bg * Cg * N
+        for c in range(Cg):
+            vc = v_ptr + c * HW
+            vs = (w00 * tl.load(vc + i00, mask=o00, other=0.).to(ACC)
+                  + w01 * tl.load(vc + i01, mask=o01, other=0.).to(ACC)
+                  + w10 * tl.load(vc + i10, mask=o10, other=0.).to(ACC)
+                  + w11 * tl.load(vc + i11, mask=o11, other=0.).to(ACC))
+            tl.store(out_ptr + c * N + n, tl.sum(attn * vs, axis=0).to(out_ptr.dtype.element_ty),
+                     mask=nmask)
+
+    @triton.jit
+    def _deform_bwd_kernel(q_ptr, k_ptr, v_ptr, off_ptr, attn_ptr, g_ptr, gq_ptr, gk_ptr,
+                           gv_ptr, goff_ptr, D, Cg, H, W, P, S: tl.constexpr,
+                           ACC: tl.constexpr, BLOCK_PP: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One program: BLOCK_N output pixels x all P points of one (batch, group).
+
+        Per point p and corner i, with qk_i = q . k(i) and gv_i = g . v(i):
+        ga_p = sum_i w_i gv_i, gl_p = a_p (ga_p - sum a ga) (the logit gradient),
+        gq = sum_p gl_p k(p), goff_p = sum_i (gl_p qk_i + a_p gv_i) dw_i/d(x, y):
+        gathers, each written once. gk(i) += gl_p w_i q and gv(i) += a_p w_i g go to
+        data-dependent pixels: float32 (float64) atomic adds."""
+        bg = tl.program_id(1).to(tl.int64)
+        HW = H * W
+        N = HW * S * S
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = n < N
+        ix, iy, fx, fy, m2 = _deform_point(off_ptr + bg * P * 2 * N, n, nmask, P, N, H, W,
+                                           S, ACC, BLOCK_PP)
+        i00, o00, w00, x00, y00 = _deform_corner(ix, iy, fx, fy, m2, H, W, 0, 0)
+        i01, o01, w01, x01, y01 = _deform_corner(ix, iy, fx, fy, m2, H, W, 0, 1)
+        i10, o10, w10, x10, y10 = _deform_corner(ix, iy, fx, fy, m2, H, W, 1, 0)
+        i11, o11, w11, x11, y11 = _deform_corner(ix, iy, fx, fy, m2, H, W, 1, 1)
+        pp = tl.arange(0, BLOCK_PP)
+        a = tl.load(attn_ptr + bg * P * N + pp[:, None] * N + n[None, :], mask=m2,
+                    other=0.).to(ACC)
+
+        q_ptr += bg * D * N
+        k_ptr += bg * D * HW
+        v_ptr += bg * Cg * HW
+        g_ptr += bg * Cg * N
+        # pass 1: the corner dot products
+        qk00 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        qk01 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        qk10 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        qk11 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        for ch in range(D):
+            qc = tl.load(q_ptr + ch * N + n, mask=nmask, other=0.).to(ACC)[None, :]
+            kc = k_ptr + ch * HW
+            qk00 += qc * tl.load(kc + i00, mask=o00, other=0.).to(ACC)
+            qk01 += qc * tl.load(kc + i01, mask=o01, other=0.).to(ACC)
+            qk10 += qc * tl.load(kc + i10, mask=o10, other=0.).to(ACC)
+            qk11 += qc * tl.load(kc + i11, mask=o11, other=0.).to(ACC)
+        gv00 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        gv01 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        gv10 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        gv11 = tl.zeros((BLOCK_PP, BLOCK_N), dtype=ACC)
+        for c in range(Cg):
+            gc = tl.load(g_ptr + c * N + n, mask=nmask, other=0.).to(ACC)[None, :]
+            vc = v_ptr + c * HW
+            gv00 += gc * tl.load(vc + i00, mask=o00, other=0.).to(ACC)
+            gv01 += gc * tl.load(vc + i01, mask=o01, other=0.).to(ACC)
+            gv10 += gc * tl.load(vc + i10, mask=o10, other=0.).to(ACC)
+            gv11 += gc * tl.load(vc + i11, mask=o11, other=0.).to(ACC)
+        ga = w00 * gv00 + w01 * gv01 + w10 * gv10 + w11 * gv11
+        gl = a * (ga - tl.sum(a * ga, axis=0)[None, :])
+
+        # the offset gradient (outside corners have qk = gv = 0)
+        gw00 = gl * qk00 + a * gv00
+        gw01 = gl * qk01 + a * gv01
+        gw10 = gl * qk10 + a * gv10
+        gw11 = gl * qk11 + a * gv11
+        goff = goff_ptr + bg * P * 2 * N + pp[:, None] * (2 * N) + n[None, :]
+        gx = gw00 * x00 + gw01 * x01 + gw10 * x10 + gw11 * x11
+        gy = gw00 * y00 + gw01 * y01 + gw10 * y10 + gw11 * y11
+        tl.store(goff, gx.to(goff_ptr.dtype.element_ty), mask=m2)
+        tl.store(goff + N, gy.to(goff_ptr.dtype.element_ty), mask=m2)
+
+        # pass 2: gq (gathered) and gk (scattered) per key channel
+        gq_ptr += bg * D * N
+        gk_ptr += bg * D * HW
+        for ch in range(D):
+            qc = tl.load(q_ptr + ch * N + n, mask=nmask, other=0.).to(ACC)[None, :]
+            kc = k_ptr + ch * HW
+            ks = (w00 * tl.load(kc + i00, mask=o00, other=0.).to(ACC)
+                  + w01 * tl.load(kc + i01, mask=o01, other=0.).to(ACC)
+                  + w10 * tl.load(kc + i10, mask=o10, other=0.).to(ACC)
+                  + w11 * tl.load(kc + i11, mask=o11, other=0.).to(ACC))
+            tl.store(gq_ptr + ch * N + n, tl.sum(gl * ks, axis=0).to(gq_ptr.dtype.element_ty),
+                     mask=nmask)
+            gkc = gk_ptr + ch * HW
+            tl.atomic_add(gkc + i00, gl * w00 * qc, mask=o00)
+            tl.atomic_add(gkc + i01, gl * w01 * qc, mask=o01)
+            tl.atomic_add(gkc + i10, gl * w10 * qc, mask=o10)
+            tl.atomic_add(gkc + i11, gl * w11 * qc, mask=o11)
+        # pass 3: gv (scattered) per value channel
+        gv_ptr += bg * Cg * HW
+        for c in range(Cg):
+            gc = tl.load(g_ptr + c * N + n, mask=nmask, other=0.).to(ACC)[None, :]
+            gvc = gv_ptr + c * HW
+            tl.atomic_add(gvc + i00, a * w00 * gc, mask=o00)
+            tl.atomic_add(gvc + i01, a * w01 * gc, mask=o01)
+            tl.atomic_add(gvc + i10, a * w10 * gc, mask=o10)
+            tl.atomic_add(gvc + i11, a * w11 * gc, mask=o11)
+
+
 # Tile shapes for an H100 (sm_90): 2048 float32 accumulators per program, 8 or 16
 # per thread, which keeps every kernel at <= 66 registers a thread (checked on the
 # sm_90 cubins) and so leaves warps to hide the latency of the window gathers; and
@@ -363,3 +550,111 @@ def upsample_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, K: int,
                                    ACC=_tl_acc(acc), BLOCK_KK=block_kk,
                                    BLOCK_P=block_p, num_warps=warps)
     return out, attn
+
+
+
+# ---------------------------------------------------------------------------------
+# SAPA-D (docs/design.md, SAPA-D)
+
+#: (points x pixels) accumulators per SAPA-D program; the backward holds ~12 such tiles
+_DEFORM_TILE = 1024
+
+
+def _deform_blocks(P: int) -> Tuple[int, int]:
+    """(BLOCK_PP, BLOCK_N) of the SAPA-D kernels."""
+    block_pp = triton.next_power_of_2(P)
+    return block_pp, max(16, min(128, _DEFORM_TILE // block_pp))
+
+
+def _check_deform(query, key, value, offset, G: int, s: int) -> int:
+    """Validate the SAPA-D shapes (see :mod:`sapa_mm.ops.deform`); returns P."""
+    if not AVAILABLE:
+        raise RuntimeError('sapa_mm.ops.triton_backend needs triton; install it '
+                           '(pip install triton) or use the PyTorch backend')
+    if G < 1 or s < 1:
+        raise ValueError(f'groups and scale factor must be positive, got G={G}, s={s}')
+    if any(t.dim() != 4 for t in (query, key, value, offset)):
+        raise ValueError('SAPA-D takes 4-d (B, C, H, W) tensors')
+    B, C, H, W = value.shape
+    _check(1, s, key.shape, query)
+    _check(1, s, value.shape, offset)
+    if key.shape[2:] != value.shape[2:] or key.shape[0] != B:
+        raise ValueError(f'key {tuple(key.shape)} and value {tuple(value.shape)} differ in size')
+    if query.shape[1] != key.shape[1] or key.shape[1] % G or C % G:
+        raise ValueError(f'query/key channels {query.shape[1]}/{key.shape[1]} and value '
+                         f'channels {C} must match and divide into G={G} groups')
+    if offset.shape[1] == 0 or offset.shape[1] % (2 * G):
+        raise ValueError(f'offset has {offset.shape[1]} channels, not G·P·2 with G={G}')
+    return offset.shape[1] // (2 * G)
+
+
+def _promoted(*tensors: torch.Tensor) -> torch.dtype:
+    dt = tensors[0].dtype
+    for t in tensors[1:]:
+        dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+def deform_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   offset: torch.Tensor, G: int, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAPA-D forward in one kernel: logits, softmax over the P points and the
+    weighted sum of the bilinearly sampled values.
+
+    Args:
+        query (B, G·d, sH, sW), key (B, G·d, H, W), value (B, C, H, W),
+        offset (B, G·P·2, sH, sW) ordered (group, point, [dx, dy]), low-res pixels.
+    Returns:
+        ``out`` (B, C, sH, sW) in the promoted dtype of the inputs and ``attn``
+        (B, G, P, sH·sW), float32 (float64 if an input is float64).
+    """
+    P = _check_deform(query, key, value, offset, G, s)
+    query, key, value, offset = (t.contiguous() for t in (query, key, value, offset))
+    B, C, H, W = value.shape
+    acc = _acc_dtype(query, key, value, offset)
+    out = torch.empty(B, C, s * H, s * W, device=value.device,
+                      dtype=_promoted(query, key, value, offset))
+    attn = torch.empty(B, G, P, s * s * H * W, device=value.device, dtype=acc)
+    if attn.numel() == 0:
+        return out, attn
+    block_pp, block_n = _deform_blocks(P)
+    grid = (triton.cdiv(s * s * H * W, block_n), B * G)
+    with _on_device(value):
+        _deform_fwd_kernel[grid](query, key, value, offset, out, attn, key.shape[1] // G, C // G,
+                                 H, W, P, S=s, ACC=_tl_acc(acc), BLOCK_PP=block_pp,
+                                 BLOCK_N=block_n, num_warps=4)
+    return out, attn
+
+
+def deform_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+                    value: torch.Tensor, offset: torch.Tensor, attn: torch.Tensor, G: int,
+                    s: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of SAPA-D in (query, key, value, offset), each in its input's dtype.
+
+    The query and offset gradients are gathers, each element written once by one
+    program: deterministic. The key and value gradients are scattered to the sampled
+    pixels, which the offsets choose freely, with float32 (float64) atomic adds: their
+    summation order, hence their last bits, can vary from run to run on a GPU.
+    """
+    P = _check_deform(query, key, value, offset, G, s)
+    query, key, value, offset, grad = (t.contiguous() for t in (query, key, value, offset, grad))
+    attn = attn.contiguous()
+    B, C, H, W = value.shape
+    if tuple(grad.shape) != (B, C, s * H, s * W) or tuple(attn.shape) != (B, G, P, s * s * H * W):
+        raise ValueError(f'grad {tuple(grad.shape)} / attention {tuple(attn.shape)} do not match '
+                         f'the output {(B, C, s * H, s * W)} / {(B, G, P, s * s * H * W)}')
+    acc = _acc_dtype(query, key, value, offset, grad)
+    gq = torch.empty(query.shape, device=query.device, dtype=acc)
+    goff = torch.empty(offset.shape, device=offset.device, dtype=acc)
+    gk = torch.zeros(key.shape, device=key.device, dtype=acc)  # atomic targets
+    gv = torch.zeros(value.shape, device=value.device, dtype=acc)
+    if attn.numel() and gq.numel() + gv.numel():
+        block_pp, block_n = _deform_blocks(P)
+        grid = (triton.cdiv(s * s * H * W, block_n), B * G)
+        with _on_device(value):
+            _deform_bwd_kernel[grid](query, key, value, offset, attn, grad, gq, gk, gv, goff,
+                                     key.shape[1] // G, C // G, H, W, P, S=s, ACC=_tl_acc(acc),
+                                     BLOCK_PP=block_pp, BLOCK_N=block_n, num_warps=4)
+    else:
+        gq.zero_()
+        goff.zero_()
+    return (gq.to(query.dtype), gk.to(key.dtype), gv.to(value.dtype), goff.to(offset.dtype))
