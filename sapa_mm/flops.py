@@ -39,7 +39,7 @@ activations, pooling and fixed interpolations are not MACs and are not counted
 Counting a whole config (building its model, its input size) is the tools' business:
 ``sapa_mm/tools/complexity.py``.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 __all__ = [
     'FLOP_HANDLES', 'MAC_OPS', 'NON_MAC_OPS', 'flop_analyzer', 'activation_analyzer',
