@@ -1,16 +1,27 @@
 """SAPA feature upsampling for OpenMMLab.
 
-Importing the package applies :mod:`sapa_mm.compat` once (stack fixes for
-torch >= 2.6 checkpoints and CPU-only distributed training). The operator
-(:mod:`sapa_mm.ops`) and the modules (:mod:`sapa_mm.layers`) need torch alone;
-without mmengine the compat module skips its mmengine fixes.
+Importing the package (or ``sapa_mm.seg`` / ``sapa_mm.det`` / ``sapa_mm.layers`` /
+``sapa_mm.ops``) registers its modules and ops and changes nothing else in torch or
+mmengine, with one exception: the types mmengine writes into checkpoints are added
+to torch's weights_only allow-list through the public
+``torch.serialization.add_safe_globals`` (:mod:`sapa_mm.checkpoint`), so resume
+files load on torch >= 2.6 without ``weights_only=False``.
+
+What the command-line tools need from the stack (CPU-only distributed runs,
+checkpoint checks inside mmengine's loader, quieter warnings) lives in
+:mod:`sapa_mm.tools` and is applied by the tools themselves.
+
+The operator (:mod:`sapa_mm.ops`) and the modules (:mod:`sapa_mm.layers`) need
+torch alone.
 """
 import importlib
 import importlib.util
 
 __version__ = '0.1.0'
 
-from . import compat  # noqa: E402,F401  (applies the fixes on first import)
+from .checkpoint import register_safe_globals as _register_safe_globals  # noqa: E402
+
+_register_safe_globals()
 
 # Sub-packages that register modules into the OpenMMLab registries, with the
 # package each one needs. ``register_all_modules`` imports those present.

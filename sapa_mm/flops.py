@@ -5,9 +5,10 @@ The SAPA operator is a set of dispatcher ops (``sapa_mm/ops/library.py``), recor
 the trace under their names; mmengine has no handle for them, and CARAFE's
 ``torch.autograd.Function``s show up as ``prim::PythonOp.<class>`` nodes, so without
 this module an upsampler counts zero FLOPs (and a kernel with no CPU path crashes the
-trace). ``register_flop_handles()`` (run on import) adds handles to mmengine's
-default tables, so ``mmengine.analysis.get_model_complexity_info`` and
-``FlopAnalyzer`` count them from then on:
+trace). ``FLOP_HANDLES`` holds handles keyed on those op names; they are handed to an
+analyzer through mmengine's public ``set_op_handle`` (:func:`flop_analyzer`,
+:func:`model_complexity_info`, :func:`count_macs`). mmengine's own default tables are
+left as they are, so importing this module changes nothing:
 
 =================================  ==========================================
 op                                 MACs
@@ -34,13 +35,15 @@ and are counted by mmengine's own handles.
 the convolutions, linears, matrix products and the operators above; normalisations,
 activations, pooling and fixed interpolations are not MACs and are not counted
 (mmengine's default tables give them a few "flops" per element).
+
+Counting a whole config (building its model, its input size) is the tools' business:
+``sapa_mm/tools/complexity.py``.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 __all__ = [
-    'FLOP_HANDLES', 'MAC_OPS', 'NON_MAC_OPS', 'register_flop_handles', 'count_macs',
-    'count_params', 'uncounted_custom_ops', 'config_complexity', 'build_model',
-    'default_input_shape', 'load_config'
+    'FLOP_HANDLES', 'MAC_OPS', 'NON_MAC_OPS', 'flop_analyzer', 'activation_analyzer',
+    'model_complexity_info', 'count_macs', 'count_params', 'uncounted_custom_ops'
 ]
 
 
@@ -137,28 +140,41 @@ def _zero(inputs, outputs) -> int:
     return 0
 
 
+def flop_analyzer(model, inputs: Tuple[Any, ...]):
+    """mmengine's ``FlopAnalyzer`` (its default handles) that also counts the SAPA and
+    CARAFE operators (``FLOP_HANDLES``, through ``set_op_handle``)."""
+    from mmengine.analysis import FlopAnalyzer
+    return FlopAnalyzer(model, inputs).set_op_handle(**FLOP_HANDLES)
 
-def _activation_handle():
+
+def activation_analyzer(model, inputs: Tuple[Any, ...]):
+    """mmengine's ``ActivationAnalyzer`` that also counts the outputs of the SAPA and
+    CARAFE operators as activations."""
+    from mmengine.analysis import ActivationAnalyzer
     from mmengine.analysis.jit_handles import generic_activation_jit
-    return generic_activation_jit()
+    act = generic_activation_jit()
+    return ActivationAnalyzer(model, inputs).set_op_handle(
+        **{name: act for name in FLOP_HANDLES})
 
 
-_REGISTERED = False
+def model_complexity_info(model, inputs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """``flops``, ``activations`` and ``params`` of ``model(*inputs)`` as mmengine's
+    ``get_model_complexity_info`` reports them, with the SAPA and CARAFE operators
+    counted (mmengine's default conventions otherwise; :func:`count_macs` gives the
+    paper's)."""
+    from mmengine.analysis import parameter_count
+    return dict(flops=flop_analyzer(model, inputs).total(),
+                activations=activation_analyzer(model, inputs).total(),
+                params=parameter_count(model)[''])
 
 
-def register_flop_handles() -> None:
-    """Add the handles above to mmengine's default FLOP and activation tables
-    (idempotent). Every ``FlopAnalyzer`` / ``get_model_complexity_info`` created
-    afterwards counts the SAPA and CARAFE operators."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from mmengine.analysis import complexity_analysis as ca
-    ca._DEFAULT_SUPPORTED_FLOP_OPS.update(FLOP_HANDLES)
-    act = _activation_handle()
-    for name in FLOP_HANDLES:
-        ca._DEFAULT_SUPPORTED_ACT_OPS.setdefault(name, act)
-    _REGISTERED = True
+def _mac_handles() -> Dict[str, Any]:
+    """mmengine's public handles for the ``MAC_OPS`` (those of its default table)."""
+    from mmengine.analysis import jit_handles as jh
+    return {'aten::addmm': jh.addmm_flop_jit, 'aten::bmm': jh.bmm_flop_jit,
+            'aten::_convolution': jh.conv_flop_jit, 'aten::einsum': jh.einsum_flop_jit,
+            'aten::matmul': jh.matmul_flop_jit, 'aten::mm': jh.matmul_flop_jit,
+            'aten::linear': jh.linear_flop_jit}
 
 
 def count_macs(model, inputs: Tuple[Any, ...]):
@@ -169,10 +185,8 @@ def count_macs(model, inputs: Tuple[Any, ...]):
     are reported by mmengine's "unsupported operator" warning.
     """
     from mmengine.analysis import FlopAnalyzer
-    from mmengine.analysis import complexity_analysis as ca
 
-    register_flop_handles()
-    handles = {k: ca._DEFAULT_SUPPORTED_FLOP_OPS[k] for k in MAC_OPS}
+    handles = _mac_handles()
     handles.update(FLOP_HANDLES)
     handles['aten::scaled_dot_product_attention'] = sdpa_flop_jit
     handles.update({k: _zero for k in ZERO_MAC_PYTHON_OPS})
@@ -202,158 +216,3 @@ def sdpa_flop_jit(inputs, outputs) -> int:
     """aten::scaled_dot_product_attention(q, k, v, ...): q·kᵀ and a·v."""
     q, k, v = (_shape(x) for x in inputs[:3])
     return _prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
-
-
-# ---------------------------------------------------------------------------------
-# Whole configs
-# ---------------------------------------------------------------------------------
-def _strip_pretrained(cfg):
-    """Drop checkpoint downloads (``pretrained=``, ``init_cfg=dict(type='Pretrained')``)."""
-    if isinstance(cfg, dict):
-        if 'pretrained' in cfg:
-            cfg['pretrained'] = None
-        init = cfg.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        elif isinstance(init, list):
-            cfg['init_cfg'] = [c for c in init if not (isinstance(c, dict)
-                                                       and c.get('type') == 'Pretrained')] or None
-        for v in cfg.values():
-            _strip_pretrained(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            _strip_pretrained(v)
-    return cfg
-
-
-def load_config(config):
-    """A Config (path or object) with its custom imports done and its scope set."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return cfg
-
-
-def build_model(config, pretrained: bool = False):
-    """Build ``cfg.model`` (no checkpoint download unless ``pretrained``), SyncBN
-    reverted to BN so it runs on one CPU process."""
-    import copy
-
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS
-    cfg = load_config(config)
-    model_cfg = copy.deepcopy(cfg.model)
-    if not pretrained:
-        _strip_pretrained(model_cfg)
-    return revert_sync_batchnorm(MODELS.build(model_cfg))
-
-
-def default_input_shape(config) -> Tuple[int, int]:
-    """(H, W) the config's model sees: the crop size of a segmentation config; the
-    test-time resize (long x short edge) padded to ``pad_size_divisor`` for detection."""
-    cfg = load_config(config)
-    pre = cfg.model.get('data_preprocessor') or {}
-    size = cfg.get('crop_size') or pre.get('size')
-    if size:
-        return int(size[0]), int(size[1])
-    pipeline = cfg.get('test_pipeline') or []
-    hw = None
-    for t in pipeline:
-        if t.get('type') == 'Resize' and t.get('scale'):
-            a, b = t['scale']
-            hw = (min(a, b), max(a, b)) if t.get('keep_ratio', False) else (b, a)
-    if hw is None:
-        hw = (800, 1333)
-    div = pre.get('pad_size_divisor') or 1
-    return tuple(int(-(-x // div) * div) for x in hw)
-
-
-def _analysis_module(model, input_shape):
-    """A module whose ``forward(img)`` runs the model's deterministic network part:
-    segmentors: backbone, neck, decode head (``_forward``; MaskFormer-type heads
-    through ``predict``, which needs image metas); two-stage detectors: backbone,
-    neck, RPN head and RoI heads on a fixed set of proposals (the RPN's test-time
-    ``max_per_img``, the mask head on the first 100 as mmdet does) and a panoptic
-    semantic head;
-    single-stage detectors: backbone, neck, bbox head."""
-    import torch.nn as nn
-
-    class _Wrapped(nn.Module):
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-            self.proposals = None
-            if getattr(model, 'with_rpn', False) and hasattr(model, 'roi_head'):
-                import torch
-                rpn_test = (model.test_cfg or {}).get('rpn', {}) if model.test_cfg else {}
-                n = int(rpn_test.get('max_per_img', 1000))
-                g = torch.Generator().manual_seed(0)
-                H, W = input_shape
-                xy = torch.rand(n, 2, generator=g) * torch.tensor([W * 0.75, H * 0.75])
-                wh = torch.rand(n, 2, generator=g) * torch.tensor([W * 0.25, H * 0.25]) + 8
-                self.proposals = torch.cat([xy, xy + wh], 1)
-
-        def forward(self, img):
-            m = self.model
-            if self.proposals is not None:
-                from mmengine.structures import InstanceData
-                x = m.extract_feat(img)
-                rpn_out = m.rpn_head(x)
-                roi_out = m.roi_head.forward(x, [InstanceData(bboxes=self.proposals)])
-                out = tuple(rpn_out[0]) + tuple(rpn_out[1]) + tuple(roi_out)
-                if getattr(m, 'semantic_head', None) is not None:  # Panoptic FPN
-                    out += tuple(m.semantic_head(x).values())
-                return out
-            if hasattr(m, 'bbox_head') and hasattr(m, 'extract_feat'):
-                return m.bbox_head(m.extract_feat(img))
-            head = getattr(m, 'decode_head', None)
-            if hasattr(head, 'pixel_decoder'):  # MaskFormer / Mask2Former: needs metas
-                H, W = img.shape[-2:]
-                meta = dict(img_shape=(H, W), pad_shape=(H, W), ori_shape=(H, W),
-                            batch_input_shape=(H, W))
-                return head.predict(m.extract_feat(img), [meta], m.test_cfg)
-            return m._forward(img)
-
-    return _Wrapped(model)
-
-
-def config_complexity(config, input_shape: Optional[Tuple[int, int]] = None,
-                      model=None) -> Dict[str, Any]:
-    """Parameters and multiply-accumulates of a config's model at ``input_shape``
-    (default: ``default_input_shape``), batch 1, eval mode, on CPU.
-
-    Returns a dict: ``params`` (trainable, the paper convention), ``all_params``,
-    ``macs`` (the whole model), ``upsampler_params`` and ``upsampler_macs`` (the
-    modules under an ``upsamplers`` attribute), ``input_shape`` and ``uncounted``
-    (custom ops that no handle counts, with their number of calls).
-    """
-    import torch
-    cfg = load_config(config)
-    if input_shape is None:
-        input_shape = default_input_shape(cfg)
-    if model is None:
-        model = build_model(cfg)
-    model = model.eval()
-    wrapped = _analysis_module(model, input_shape)
-    img = torch.randn(1, 3, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        total, analyzer = count_macs(wrapped, (img,))
-    by_module = analyzer.by_module()
-    up_names = [n for n, _ in wrapped.named_modules() if n.split('.')[-1] == 'upsamplers']
-    up_macs = sum(by_module.get(n, 0) for n in up_names)
-    up_params = sum(p.numel() for n in up_names
-                    for p in wrapped.get_submodule(n).parameters())
-    return dict(params=count_params(model), all_params=count_params(model, False),
-                macs=int(total), upsampler_params=up_params,
-                upsampler_macs=int(up_macs), input_shape=tuple(input_shape),
-                uncounted=uncounted_custom_ops(analyzer))
-
-
-try:  # register as soon as mmengine is there; the module itself needs torch only
-    import mmengine.analysis  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-else:
-    register_flop_handles()

@@ -70,7 +70,7 @@ def _path(name):
 
 
 def _load(name):
-    from sapa_mm.flops import load_config
+    from sapa_mm.tools.complexity import load_config
     return load_config(_path(name))
 
 
@@ -175,7 +175,7 @@ def _det_batch(h, w, with_mask, b=2):
 def test_one_training_step_on_cpu(name):
     """Build the full-size model (no checkpoint download) and run forward + backward
     on a small odd-sized batch. CARAFE runs too: sapa_mm gives it a CPU path."""
-    from sapa_mm.flops import build_model
+    from sapa_mm.tools.complexity import build_model
     torch.manual_seed(0)
     cfg = _load(name)
     model = build_model(cfg)
@@ -212,7 +212,7 @@ def test_one_training_step_on_cpu(name):
                                        ('mask2former_swin-b_a2u_ade20k', 'ade'),
                                        ('panoptic_fpn_r50_sapa_1x_coco', 'panoptic')])
 def test_missing_dataset_message(name, kind, tmp_path, monkeypatch):
-    from sapa_mm.datasets import check_data_roots
+    from sapa_mm.tools.data_roots import check_data_roots
     cfg = _load(name)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as info:
@@ -348,7 +348,7 @@ def test_new_rows_differ_only_in_upsample_cfg(family):
 
 @pytest.mark.parametrize('name', list(NEW_ROWS))
 def test_new_config_builds(name):
-    from sapa_mm.flops import build_model
+    from sapa_mm.tools.complexity import build_model
     model = build_model(_path(name))
     ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
     assert len(ups) == 1
@@ -381,7 +381,7 @@ def _small_swin(cfg):
 def test_new_rows_one_training_step_on_cpu(name):
     """One forward + backward on an odd-sized batch, with a small Swin: a SAPA row
     per pixel decoder type and every IndexNet / A2U row."""
-    from sapa_mm.flops import build_model
+    from sapa_mm.tools.complexity import build_model
     torch.manual_seed(0)
     cfg = _small_swin(_load(name))
     inputs, samples = _seg_batch(70, 90)

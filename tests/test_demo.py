@@ -111,7 +111,7 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     """Built from its config as tools/train.py does: three ×2 SAPA-B steps, each guided
     by the encoder stage of its target scale (no other path from encoder to output)."""
     import torch
-    from sapa_mm.flops import build_model
+    from sapa_mm.tools.complexity import build_model
     from sapa_mm.layers import SAPA
     from test_configs import _seg_batch
     torch.manual_seed(0)

@@ -63,7 +63,7 @@ def test_heads_keep_the_official_init_after_init_weights(variant):
 
 def test_demo_model_keeps_the_official_init():
     """Built from a config through the registry, as tools/train.py does."""
-    from sapa_mm.flops import build_model
+    from sapa_mm.tools.complexity import build_model
     import os.path as osp
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     model = build_model(osp.join(root, 'configs', 'demo', 'segformer_demo_sapa_b.py'))

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-import sapa_mm.flops  # noqa: F401  (registers the handles with mmengine)
-from sapa_mm.flops import config_complexity, count_macs, count_params
+from sapa_mm.flops import count_macs, count_params, flop_analyzer, model_complexity_info
 from sapa_mm.layers import SAPA
 from sapa_mm.layers.guided import build_guided_upsampler
+from sapa_mm.tools.complexity import build_model, config_complexity
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -32,12 +32,12 @@ def _xg(c=16, h=8, w=8, s=2, cg=None):
 
 
 def test_mmengine_complexity_counts_the_sapa_op():
-    from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
     x, g = _xg()
     model = Up(SAPA(16, variant='I', kernel_size=5))  # the op alone, no projection
-    info = get_model_complexity_info(model, inputs=(x, g), show_table=False, show_arch=False)
+    info = model_complexity_info(model, (x, g))
     assert info['flops'] == 16 * 16 * 25 * (16 + 16)
-    ops = FlopAnalyzer(model, (x, g)).by_operator()
+    assert info['activations'] == 16 * 16 * 16 and info['params'] == 0
+    ops = flop_analyzer(model, (x, g)).by_operator()
     assert ops == {'upsample': 16 * 16 * 25 * 32}  # by_operator drops the namespace
 
 
@@ -124,7 +124,6 @@ def test_sapa_b_segformer_exact_count(segformer):
 
 
 def _params(name):
-    from sapa_mm.flops import build_model
     return count_params(build_model(osp.join(ROOT, 'configs', f'{name}.py')))
 
 
@@ -148,7 +147,6 @@ def faster_nearest_params():
 def test_faster_rcnn_rows_params(faster_nearest_params, row, dparams):
     # paper: CARAFE +0.22, IndexNet +6.30, A2U +0.03, SAPA-I +0 (SAPA-G: +0.05 as printed,
     # the same as SAPA-B; the gated module has the gate and the x-query on top)
-    from sapa_mm.flops import build_model
     model = build_model(osp.join(ROOT, 'configs', f'faster_rcnn_r50_fpn_{row}_1x_coco.py'))
     assert count_params(model) - faster_nearest_params == dparams
     assert sum(p.numel() for p in model.neck.upsamplers.parameters()) == dparams
@@ -277,7 +275,6 @@ def test_indexnet_a2u_mask_decoder_exact_count(decoders):
 def test_mask_and_panoptic_baseline_params():
     """The baselines' parameter columns (building is cheap; their 640x640 / 800x1344
     GFLOPs take tools/get_flops.py a minute each on 2 cores: see docs/integration.md)."""
-    from sapa_mm.flops import build_model
     assert abs(_params('maskformer_swin-b_nearest_ade20k') / 1e6 - 102) < 0.2  # 101.83
     assert abs(_params('mask2former_swin-b_bilinear_ade20k') / 1e6 - 107) < 0.1  # 106.92
     # Panoptic FPN's 46.0 M counts the frozen stem too (trainable: 45.80 M)

@@ -3,7 +3,7 @@
 Every tool runs in a subprocess on data generated into a tmp dir (see
 conftest.py): a tiny SegFormer-shaped segmentor and a tiny Mask R-CNN train a
 few iterations, save checkpoints, resume (which loads a full resume checkpoint
-under torch's weights_only=True default, i.e. through sapa_mm.compat), and are
+under torch's weights_only=True default, i.e. through sapa_mm.checkpoint), and are
 evaluated with their metrics printed. A 2-process torchrun run exercises CPU
 distributed training; bad input must give one ``error:`` line and no traceback.
 """

@@ -5,113 +5,13 @@
                          [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...]
                          [--launcher {none,pytorch,slurm,mpi}]
 
-The metrics of the config's ``test_evaluator`` are logged and, at the end,
-printed one per line as ``metric <name>: <value>``.
-
-``--out``: segmentation (mmseg) writes the predicted label maps as PNG files
-into the directory OUT; detection (mmdet) dumps the raw results into the pickle
-file OUT (``.pkl``).
-``--show-dir``: draw the predictions; mmseg saves them under
-``DIR/vis_data/vis_image``, mmdet under ``WORK_DIR/<timestamp>/DIR`` (or DIR
-itself when it is absolute).
-
-Checkpoints are loaded with ``weights_only=True`` plus sapa_mm's allow-list of
-the types mmengine writes; a checkpoint that would run code when unpickled is
-refused (``error: refusing to load checkpoint ...``).
+The entry point of :mod:`sapa_mm.tools.test` (see there). Input errors end with
+one line ``error: ...`` on stderr and exit code 1; ``--debug`` or
+``SAPA_MM_DEBUG=1`` shows the traceback.
 """
-import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from train import (UserError, add_common_args, build_runner,  # noqa: E402
-                   check_data_roots, load_config, run_guarded,
-                   start_distributed, stop_distributed)
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description='Test (evaluate) an mmseg / mmdet checkpoint.')
-    add_common_args(parser)
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--out',
-        help='mmseg: directory for predicted label PNGs; '
-        'mmdet: .pkl file for the raw results')
-    parser.add_argument('--show-dir', help='save drawn predictions here')
-    parser.add_argument('--tta', action='store_true',
-                        help='test-time augmentation (tta_model / tta_pipeline '
-                        'of the config)')
-    return parser.parse_args(argv)
-
-
-def _evaluators(cfg):
-    ev = cfg.test_evaluator
-    return ev if isinstance(ev, (list, tuple)) else [ev]
-
-
-def enable_visualization(cfg, show_dir, scope):
-    hooks = cfg.get('default_hooks') or {}
-    if 'visualization' not in hooks:
-        raise UserError('--show-dir needs default_hooks.visualization in the '
-                        "config (e.g. dict(type='SegVisualizationHook') / "
-                        "dict(type='DetVisualizationHook'))")
-    hook = hooks['visualization']
-    hook['draw'] = True
-    if scope == 'mmseg':
-        hook['interval'] = 1
-        cfg.visualizer['save_dir'] = show_dir
-    else:
-        hook['test_out_dir'] = show_dir
-
-
-def enable_tta(cfg):
-    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        raise UserError('--tta needs tta_model and tta_pipeline in the config')
-    cfg.tta_model['module'] = cfg.model
-    cfg.model = cfg.tta_model
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-
-
-def set_output(cfg, out, scope):
-    if scope == 'mmseg':
-        for ev in _evaluators(cfg):
-            ev['output_dir'] = out
-            ev['keep_results'] = True
-        return
-    if not out.endswith(('.pkl', '.pickle')):
-        raise UserError(f"--out '{out}': detection results are dumped to a "
-                        '.pkl file')
-    cfg.test_evaluator = _evaluators(cfg) + [
-        dict(type='DumpDetResults', out_file_path=out)
-    ]
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    cfg = load_config(args)
-    scope = cfg.default_scope
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    if args.show_dir:
-        enable_visualization(cfg, args.show_dir, scope)
-    if args.tta:
-        enable_tta(cfg)
-    if args.out:
-        set_output(cfg, args.out, scope)
-    check_data_roots(cfg, ['test_dataloader'])
-
-    start_distributed(cfg)
-    runner = build_runner(cfg)
-    metrics = runner.test()
-    if runner.rank == 0:
-        for name, value in (metrics or {}).items():
-            print(f'metric {name}: {value}', flush=True)
-    stop_distributed()
-    return 0
-
+from sapa_mm.tools.test import run
 
 if __name__ == '__main__':
-    sys.exit(run_guarded(main))
+    sys.exit(run())

@@ -1,6 +1,5 @@
 """mmdet neck and pixel decoders whose top-down upsampler comes from ``upsample_cfg``
 (registered in mmdet's MODELS on import: ``custom_imports=dict(imports=['sapa_mm.det'])``)."""
-from .. import flops as _flops  # noqa: F401  (counts the SAPA op in mmengine's analysis)
 from ..layers import SAPA  # noqa: F401  (registers type='SAPA' in mmengine's MODELS)
 from .fpn import GuidedFPN
 from .pixel_decoder import (GuidedMaskFormerHead, GuidedMSDeformAttnPixelDecoder,

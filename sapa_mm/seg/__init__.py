@@ -1,6 +1,5 @@
 """mmseg decode heads whose upsamplers come from ``upsample_cfg`` (registered in
 mmseg's MODELS on import: ``custom_imports=dict(imports=['sapa_mm.seg'])``)."""
-from .. import flops as _flops  # noqa: F401  (counts the SAPA op in mmengine's analysis)
 from ..layers import SAPA  # noqa: F401  (registers type='SAPA' in mmengine's MODELS)
 from .segformer_head import GuidedSegformerHead
 from .uper_head import GuidedUPerHead

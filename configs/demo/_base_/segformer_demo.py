@@ -9,7 +9,7 @@ _base_ = ['./demo_runtime.py', './demo_seg_data.py']
 
 custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
 crop_size = (256, 256)
-norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.compat)
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.tools.stack)
 max_iters = 400
 val_interval = 100
 # batch 4 x 400 iterations rather than 8 x 200 (the same compute): in a short CPU

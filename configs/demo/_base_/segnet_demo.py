@@ -12,7 +12,7 @@ custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
 # so that the schedule can run many epochs as the authors' did
 crop_size = (64, 64)
 widths = (16, 32, 64)
-norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.compat)
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # BN on CPU (sapa_mm.tools.stack)
 max_iters = 1200  # 40 epochs of 240 images at batch 8
 val_interval = 150
 

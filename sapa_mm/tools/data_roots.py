@@ -3,14 +3,17 @@
 ``check_data_roots(cfg)`` walks the config's dataloaders (wrapped datasets
 included), and for every dataset whose files are missing raises one
 ``FileNotFoundError`` that says which path is missing, where to get the data set
-and how to lay it out. ``tools/train.py`` / ``tools/test.py`` call it before
+and how to lay it out. ``tools/train.py`` / ``tools/test.py`` call
+``require_data_roots`` (the same check, reported as a one-line ``error:``) before
 building the Runner, so a machine without ADE20K or COCO gets that message instead
-of a traceback from inside a loader.
+of a traceback from inside a loader. This module holds no datasets.
 """
 import os.path as osp
 from typing import Iterable, Iterator, List, Optional, Tuple
 
-__all__ = ['check_data_roots', 'missing_data', 'HOW_TO_GET']
+from .errors import UserError
+
+__all__ = ['check_data_roots', 'require_data_roots', 'missing_data', 'HOW_TO_GET']
 
 HOW_TO_GET = {
     'ADE20K': """\
@@ -147,3 +150,44 @@ def check_data_roots(cfg, splits: Optional[Iterable[str]] = None) -> None:
         text = HOW_TO_GET.get(kind, _GENERIC).format(root=root, kind=kind)
         parts.append(f'{text}\n(missing for the {split} split: {path})')
     raise FileNotFoundError('\n\n'.join(parts))
+
+
+def _dataset_roots(dataset, where):
+    """(config key, data_root) for a dataset config and the datasets it wraps."""
+    if not isinstance(dataset, dict):
+        return
+    root = dataset.get('data_root')
+    if isinstance(root, str) and root and '://' not in root:
+        yield f'{where}.data_root', root
+    if isinstance(dataset.get('dataset'), dict):
+        yield from _dataset_roots(dataset['dataset'], f'{where}.dataset')
+    for i, sub in enumerate(dataset.get('datasets') or []):
+        yield from _dataset_roots(sub, f'{where}.datasets.{i}')
+
+
+def require_data_roots(cfg, loaders):
+    """Fail early with :class:`~sapa_mm.tools.errors.UserError`, saying where to get
+    the data, when a dataset of the dataloaders ``loaders`` is missing.
+
+    A config may add its own advice with a top-level ``data_hint`` string
+    (e.g. how to generate the data), appended to the message. After
+    :func:`check_data_roots` (which knows ADE20K / COCO), every ``data_root`` must
+    also be a directory.
+    """
+    hint = cfg.get('data_hint')
+    hint = f'\n{hint}' if isinstance(hint, str) and hint else ''
+    try:
+        check_data_roots(cfg, loaders)
+    except FileNotFoundError as exc:
+        raise UserError(f'{exc}{hint}') from None
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not isinstance(loader_cfg, dict):
+            continue
+        for key, root in _dataset_roots(loader_cfg.get('dataset'),
+                                        f'{loader}.dataset'):
+            if not osp.isdir(root):
+                raise UserError(
+                    f"dataset root '{root}' ({key}) does not exist; create the "
+                    'data there or point the config at it, e.g. --cfg-options '
+                    f'{key}=/path/to/data{hint}')

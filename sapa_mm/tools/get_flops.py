@@ -1,0 +1,231 @@
+"""``tools/get_flops.py``: parameters and GFLOPs (multiply-accumulates) of configs,
+beside the paper's numbers.
+
+    python tools/get_flops.py                      # every paper row in configs/
+    python tools/get_flops.py configs/segformer_sapa_ade20k.py --shape 512 512
+    python tools/get_flops.py --json flops.json    # also write the numbers
+
+Conventions (those of the paper tables):
+* GFLOPs are multiply-accumulates (1 MAC = 1 FLOP) of the convolutions, linears,
+  matrix products and the SAPA / CARAFE operators (sapa_mm/flops.py hands their
+  handles to mmengine's complexity analysis); normalisations, activations, pooling
+  and fixed interpolations are not counted.
+* Params are the trainable parameters (a detector's frozen stem is not counted).
+* Input: batch 1 at the config's input size: the crop size for segmentation
+  (512x512; 640x640 for MaskFormer / Mask2Former), the 1333x800 test scale padded to 32 (800x1344) for detection.
+  Detectors are counted through the RPN and the RoI heads on a fixed set of
+  1000 proposals (mask head on 100, as mmdet's tensor mode does).
+* ΔParams / ΔGFLOPs: against the row's baseline (bilinear / nearest config).
+
+Runs on CPU; no dataset and no checkpoint download needed. The default configs are
+those of ``configs/`` in the current directory (``tools/get_flops.py`` passes the
+repository's).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import warnings
+
+# The paper's columns (SAPA, NeurIPS 2022). None: not reported.
+# params / gflops: absolute; dparams / dgflops: against the baseline row.
+PAPER = {
+    'segformer_bilinear_ade20k': dict(params=13.74, gflops=15.91),
+    'segformer_carafe_ade20k': dict(dparams=0.44),
+    'segformer_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.75),
+    'segformer_sapa_ade20k': dict(dparams=0.10, dgflops=1.02),
+    'segformer_sapa_g_ade20k': dict(),
+    'segformer_indexnet_ade20k': dict(dparams=12.60, dgflops=30.65),
+    'segformer_a2u_ade20k': dict(dparams=0.06, dgflops=0.41),
+    'segformer_sapa_d_ade20k': dict(dparams=0.8, dgflops=5.3),  # journal, as printed
+    'upernet_r50_bilinear_ade20k': dict(params=66.5),
+    'upernet_r50_sapa_ade20k': dict(dparams=0.10),
+    'upernet_r50_sapa_d_ade20k': dict(),
+    'faster_rcnn_r50_fpn_nearest_1x_coco': dict(params=41.53),
+    'faster_rcnn_r50_fpn_sapa_1x_coco': dict(dparams=0.05),
+    'faster_rcnn_r50_fpn_carafe_1x_coco': dict(dparams=0.22),
+    'faster_rcnn_r50_fpn_indexnet_1x_coco': dict(dparams=6.30),
+    'faster_rcnn_r50_fpn_a2u_1x_coco': dict(dparams=0.03),
+    'faster_rcnn_r50_fpn_sapa_i_1x_coco': dict(dparams=0.0),
+    'faster_rcnn_r50_fpn_sapa_g_1x_coco': dict(dparams=0.05),
+    'faster_rcnn_r50_fpn_sapa_d_1x_coco': dict(),
+    'mask_rcnn_r50_fpn_nearest_1x_coco': dict(),
+    'mask_rcnn_r50_fpn_sapa_1x_coco': dict(),
+    'maskformer_swin-b_nearest_ade20k': dict(params=102, gflops=195),
+    'maskformer_swin-b_carafe_ade20k': dict(dparams=0.22, dgflops=0.84),
+    'maskformer_swin-b_indexnet_ade20k': dict(dparams=6.30, dgflops=17.64),
+    'maskformer_swin-b_a2u_ade20k': dict(dparams=0.03, dgflops=0.23),
+    'maskformer_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.43),
+    'maskformer_swin-b_sapa_ade20k': dict(dparams=0.05, dgflops=0.59),
+    'maskformer_swin-b_sapa_g_ade20k': dict(dparams=0.05, dgflops=0.59),  # as printed
+    'mask2former_swin-b_bilinear_ade20k': dict(params=107, gflops=223),
+    'mask2former_swin-b_carafe_ade20k': dict(dparams=0.07, dgflops=0.63),
+    'mask2former_swin-b_indexnet_ade20k': dict(dparams=2.10, dgflops=13.44),
+    'mask2former_swin-b_a2u_ade20k': dict(dparams=0.01, dgflops=0.18),
+    'mask2former_swin-b_sapa_i_ade20k': dict(dparams=0.0, dgflops=0.33),
+    'mask2former_swin-b_sapa_ade20k': dict(dparams=0.02, dgflops=0.45),
+    'mask2former_swin-b_sapa_g_ade20k': dict(dparams=0.02, dgflops=0.45),  # as printed
+    'panoptic_fpn_r50_nearest_1x_coco': dict(params=46.0),
+    'panoptic_fpn_r50_sapa_1x_coco': dict(dparams=0.1),  # 3 x 17.5 K, rounded up in print
+}
+ROWS = list(PAPER)  # table order
+LABELS = {
+    'segformer_bilinear_ade20k': 'SegFormer-B1 bilinear',
+    'segformer_carafe_ade20k': 'SegFormer-B1 CARAFE',
+    'segformer_sapa_i_ade20k': 'SegFormer-B1 SAPA-I',
+    'segformer_sapa_ade20k': 'SegFormer-B1 SAPA-B',
+    'segformer_sapa_g_ade20k': 'SegFormer-B1 SAPA-G',
+    'segformer_indexnet_ade20k': 'SegFormer-B1 IndexNet',
+    'segformer_a2u_ade20k': 'SegFormer-B1 A2U',
+    'upernet_r50_bilinear_ade20k': 'UPerNet-R50 bilinear',
+    'segformer_sapa_d_ade20k': 'SegFormer-B1 SAPA-D',
+    'upernet_r50_sapa_ade20k': 'UPerNet-R50 SAPA-B',
+    'upernet_r50_sapa_d_ade20k': 'UPerNet-R50 SAPA-D',
+    'faster_rcnn_r50_fpn_nearest_1x_coco': 'Faster R-CNN R50 nearest',
+    'faster_rcnn_r50_fpn_sapa_1x_coco': 'Faster R-CNN R50 SAPA-B',
+    'faster_rcnn_r50_fpn_carafe_1x_coco': 'Faster R-CNN R50 CARAFE',
+    'faster_rcnn_r50_fpn_indexnet_1x_coco': 'Faster R-CNN R50 IndexNet',
+    'faster_rcnn_r50_fpn_a2u_1x_coco': 'Faster R-CNN R50 A2U',
+    'faster_rcnn_r50_fpn_sapa_i_1x_coco': 'Faster R-CNN R50 SAPA-I',
+    'faster_rcnn_r50_fpn_sapa_g_1x_coco': 'Faster R-CNN R50 SAPA-G',
+    'faster_rcnn_r50_fpn_sapa_d_1x_coco': 'Faster R-CNN R50 SAPA-D',
+    'mask_rcnn_r50_fpn_nearest_1x_coco': 'Mask R-CNN R50 nearest',
+    'mask_rcnn_r50_fpn_sapa_1x_coco': 'Mask R-CNN R50 SAPA-B',
+    'panoptic_fpn_r50_nearest_1x_coco': 'Panoptic FPN R50 nearest',
+    'panoptic_fpn_r50_sapa_1x_coco': 'Panoptic FPN R50 SAPA-B',
+}
+for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
+    for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('indexnet', 'IndexNet'),
+                         ('a2u', 'A2U'), ('sapa_i', 'SAPA-I'), ('sapa', 'SAPA-B'),
+                         ('sapa_g', 'SAPA-G')):
+        LABELS[f'{_model}_swin-b_{_row}_ade20k'] = (
+            f"{'MaskFormer' if _model == 'maskformer' else 'Mask2Former'} Swin-B {_label}")
+BASELINE_OF = {
+    'segformer_': 'segformer_bilinear_ade20k',
+    'upernet_r50_': 'upernet_r50_bilinear_ade20k',
+    'faster_rcnn_r50_fpn_': 'faster_rcnn_r50_fpn_nearest_1x_coco',
+    'mask_rcnn_r50_fpn_': 'mask_rcnn_r50_fpn_nearest_1x_coco',
+    'maskformer_swin-b_': 'maskformer_swin-b_nearest_ade20k',
+    'mask2former_swin-b_': 'mask2former_swin-b_bilinear_ade20k',
+    'panoptic_fpn_r50_': 'panoptic_fpn_r50_nearest_1x_coco',
+}
+
+
+def baseline_of(name):
+    for prefix, base in BASELINE_OF.items():
+        if name.startswith(prefix) and name != base:
+            return base
+    return None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Params and GFLOPs (multiply-accumulates) of configs, beside the '
+        "paper's numbers")
+    p.add_argument('configs', nargs='*',
+                   help='config files (default: every paper row in configs/)')
+    p.add_argument('--shape', type=int, nargs='+', metavar='N',
+                   help='input size: H W (or one number for a square); '
+                   "default: the config's own (see the module docstring)")
+    p.add_argument('--no-baseline', action='store_true',
+                   help='do not compute the baseline rows needed for the Δ columns')
+    p.add_argument('--json', metavar='FILE', help='also write the numbers as JSON')
+    p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                   help='override config settings (mmengine DictAction syntax)')
+    return p.parse_args(argv)
+
+
+def _fmt(x, digits=2, signed=False):
+    if x is None:
+        return '—'
+    s = f'{x:+.{digits}f}' if signed else f'{x:.{digits}f}'
+    return '+0.00' if signed and s in ('-0.00', '+0.00') else s
+
+
+def measure(path, shape=None, cfg_options=None):
+    from .complexity import config_complexity, load_config
+    cfg = load_config(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    r = config_complexity(cfg, input_shape=shape)
+    r['config'] = path
+    return r
+
+
+def table(results, names):
+    """Markdown table: measured beside the paper, Δ against each row's baseline."""
+    head = ('| Model | Input | Params (M) | ΔParams (M) | GFLOPs | ΔGFLOPs '
+            '| paper Params | paper ΔParams | paper GFLOPs | paper ΔGFLOPs |')
+    lines = [head, '|' + '---|' * 10]
+    for name in names:
+        r = results[name]
+        base = results.get(baseline_of(name))
+        dp = dg = None
+        if base is not None and base['input_shape'] == r['input_shape']:
+            dp = (r['params'] - base['params']) / 1e6
+            dg = (r['macs'] - base['macs']) / 1e9
+        elif baseline_of(name) is None:
+            dp = dg = None
+        paper = PAPER.get(name, {})
+        label = LABELS.get(name, name)
+        h, w = r['input_shape']
+        lines.append(
+            f"| {label} | {h}×{w} | {_fmt(r['params'] / 1e6)} | {_fmt(dp, signed=True)} "
+            f"| {_fmt(r['macs'] / 1e9)} | {_fmt(dg, signed=True)} "
+            f"| {_fmt(paper.get('params'))} | {_fmt(paper.get('dparams'), signed=True)} "
+            f"| {_fmt(paper.get('gflops'))} | {_fmt(paper.get('dgflops'), signed=True)} |")
+    return '\n'.join(lines)
+
+
+def main(argv=None, config_dir='configs'):
+    """Measure ``argv``'s configs (default: every paper row in ``config_dir``), print
+    the table; returns the numbers by config name."""
+    args = parse_args(argv)
+    warnings.filterwarnings('ignore')
+    cfg_options = None
+    if args.cfg_options:
+        from mmengine.config import DictAction
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
+        cfg_options = ns.o
+    shape = None
+    if args.shape:
+        if len(args.shape) == 1:
+            shape = (args.shape[0], args.shape[0])
+        elif len(args.shape) == 2:
+            shape = tuple(args.shape)
+        else:
+            sys.exit('--shape takes H W or a single size')
+
+    configs = args.configs or [osp.join(config_dir, f'{n}.py') for n in ROWS]
+    for c in configs:
+        if not osp.isfile(c):
+            sys.exit(f'get_flops: no such config: {c}')
+    names = [osp.splitext(osp.basename(c))[0] for c in configs]
+    todo = dict(zip(names, configs))
+    if not args.no_baseline:
+        for n in names:
+            b = baseline_of(n)
+            if b and b not in todo and osp.isfile(osp.join(config_dir, f'{b}.py')):
+                todo[b] = osp.join(config_dir, f'{b}.py')
+
+    results = {}
+    for n, c in todo.items():
+        print(f'measuring {osp.relpath(c)} ...', file=sys.stderr, flush=True)
+        results[n] = measure(c, shape, cfg_options)
+        for op, calls in results[n]['uncounted'].items():
+            print(f'  note: {op} ({calls} calls) has no MAC handle and counts 0',
+                  file=sys.stderr)
+
+    print(table(results, names))
+    print('\nGFLOPs = multiply-accumulates (conv, linear, matmul, SAPA / CARAFE '
+          'operators); Params = trainable parameters; Δ against the bilinear / nearest '
+          'row.')
+    if args.json:
+        out = {n: dict(r, input_shape=list(r['input_shape']),
+                       baseline=baseline_of(n), paper=PAPER.get(n)) for n, r in results.items()}
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(out, f, indent=2)
+    return results
