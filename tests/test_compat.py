@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, SEG_CONFIG, describe, run_tool, tool_env
+from helpers import ROOT, SEG_CONFIG, describe, run_tool, tool_env
 
 TORCH_2_6 = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) \
     >= (2, 6)

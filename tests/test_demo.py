@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, run_tool, seg_batch, tool_env
 
 DEMO_CONFIGS = osp.join(ROOT, 'configs', 'demo')
 
@@ -94,16 +94,16 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
 
 def test_demo_segformer_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segformer_demo', ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
-    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa_b', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
+    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
 
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segnet_demo', ('nearest', 'bilinear', 'sapa_b', 'sapa_d'), 'SegNetHead')
+        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d'), 'SegNetHead')
     assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
-    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa_b', 'sapa_d')] == [('SAPA', 'B'),
+    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa', 'sapa_d')] == [('SAPA', 'B'),
                                                                                 ('SAPA', 'D')]
 
 
@@ -113,9 +113,8 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     import torch
     from sapa_mm.flops import build_model
     from sapa_mm.layers import SAPA
-    from test_configs import _seg_batch
     torch.manual_seed(0)
-    model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa_b.py'))
+    model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa.py'))
     model.init_weights()
     head = model.decode_head
     assert [type(u) for u in head.upsamplers] == [SAPA] * 3
@@ -124,7 +123,7 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     for up in head.upsamplers:
         up.register_forward_hook(lambda m, args, out: guides.append(
             (tuple(args[0].shape[2:]), tuple(args[1].shape[2:]), tuple(out.shape[2:]))))
-    inputs, samples = _seg_batch(67, 90, num_classes=6)  # odd sizes
+    inputs, samples = seg_batch(67, 90, num_classes=6)  # odd sizes
     loss, _ = model.parse_losses(model.loss(inputs, samples))
     loss.backward()
     # deepest step first: 9x12 -> 17x23 (guide: stage 2), ..., 34x45 -> 67x90 (stage 0)
@@ -161,7 +160,7 @@ def test_demo_mask_rcnn_uses_guided_fpn_with_sapa():
 
 
 def test_missing_demo_data_says_how_to_make_it(tmp_path):
-    proc = run_tool(['train.py', osp.join(DEMO_CONFIGS, 'segformer_demo_sapa_b.py'),
+    proc = run_tool(['train.py', osp.join(DEMO_CONFIGS, 'segformer_demo_sapa.py'),
                      '--work-dir', str(tmp_path / 'w')],
                     env=tool_env(SAPA_DEMO_SEG=str(tmp_path / 'nothing_here')), timeout=300)
     assert proc.returncode == 1, describe(proc)
@@ -211,16 +210,15 @@ def test_main_command_shortened(tmp_path):
             assert r['s_per_step'] > 0 and r['s_per_iter'] > 0 and r['val_loss'] > 0
             assert osp.isfile(r['checkpoint'])
         # SAPA-B adds parameters and MACs
-        assert runs['sapa_b']['params'] > runs['bilinear']['params']
-        assert runs['sapa_b']['macs'] > runs['bilinear']['macs']
+        assert runs['sapa']['params'] > runs['bilinear']['params']
+        assert runs['sapa']['macs'] > runs['bilinear']['macs']
         assert runs['bilinear']['upsampler_params'] == 0
     # the tables print what was measured (SegFormer first, then SegNet)
-    assert rows['SAPA-B'][0][1] == f"{seg['sapa_b']['mIoU']:.2f}"
-    assert rows['SAPA-B'][1][3] == f"{segnet['sapa_b']['val_loss']:.4f}"
+    assert rows['SAPA-B'][0][1] == f"{seg['sapa']['mIoU']:.2f}"
+    assert rows['SAPA-B'][1][3] == f"{segnet['sapa']['val_loss']:.4f}"
     assert rows['NN'][0][2] == f"{segnet['nearest']['mBIoU']:.2f}"
     # the SegNet curves have a validation loss every 10 iterations
-    sys.path.insert(0, TOOLS)
-    from demo import read_scalars
+    from sapa_mm.demo.runs import read_scalars
     for r in segnet.values():
         _, val = read_scalars(r['work_dir'])
         assert [v['step'] for v in val] == [10, 20] and all(v['val_ce'] > 0 for v in val)
