@@ -169,6 +169,71 @@ def test_missing_demo_data_says_how_to_make_it(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# the package: what the runs recorded, former names, layering
+# --------------------------------------------------------------------------
+def test_scalar_follower_reads_new_runs_complete_lines_only(tmp_path):
+    from sapa_mm.demo.runs import ScalarFollower
+    old = tmp_path / '20200101_000000' / 'vis_data'
+    old.mkdir(parents=True)
+    (old / 'scalars.json').write_text('{"loss": 9.0, "step": 1}\n')
+    follower = ScalarFollower(str(tmp_path))
+    new = tmp_path / '20200101_000001' / 'vis_data'
+    new.mkdir(parents=True)
+    with open(new / 'scalars.json', 'w') as f:
+        f.write('{"loss": 1.0, "step": 10}\n{"loss": 0.5, "st')  # a line being written
+    assert follower.new_rows() == [dict(loss=1.0, step=10)]
+    with open(new / 'scalars.json', 'a') as f:
+        f.write('ep": 20}\n{"mIoU": 50.0, "step": 20}\n')
+    assert follower.new_rows() == [dict(loss=0.5, step=20), dict(mIoU=50.0, step=20)]
+    assert follower.new_rows() == []
+
+
+def test_test_metrics_come_from_the_newest_test_run_json(tmp_path):
+    from sapa_mm.demo.runs import read_test_metrics
+    for stamp, miou in (('20200101_000000', 10.0), ('20200101_000005', 42.5)):
+        (tmp_path / stamp).mkdir()
+        (tmp_path / stamp / f'{stamp}.json').write_text(json.dumps(
+            {'mIoU': miou, 'mBIoU': 20.0, 'val_ce': 0.25, 'time': 0.1, 'data_time': 0.01}))
+    assert read_test_metrics(str(tmp_path)) == {'mIoU': 42.5, 'mBIoU': 20.0, 'val_ce': 0.25}
+    earlier = {str(tmp_path / s / f'{s}.json') for s in ('20200101_000000', '20200101_000005')}
+    assert read_test_metrics(str(tmp_path), earlier) == {}
+
+
+def test_reproduction_reads_runs_recorded_under_the_former_sapa_b_name(tmp_path):
+    from sapa_mm.demo.reproduce import recorded
+    old = tmp_path / 'segnet' / 'sapa_b_seed1'
+    old.mkdir(parents=True)
+    (old / 'metrics.json').write_text(json.dumps(dict(variant='sapa_b', seed=1, mIoU=79.0)))
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 1) == dict(variant='sapa', seed=1, mIoU=79.0)
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 2) is None
+    assert recorded(str(tmp_path), 'segnet', 'bilinear', 1) is None
+    new = tmp_path / 'segnet' / 'sapa_seed1'
+    new.mkdir()
+    (new / 'metrics.json').write_text(json.dumps(dict(variant='sapa', seed=1, mIoU=80.0)))
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 1)['mIoU'] == 80.0
+
+
+def test_every_demo_variant_has_its_config():
+    from sapa_mm.demo.spec import DET_VARIANTS, EXPERIMENTS, VARIANTS, det_config, seg_config
+    for experiment, spec in EXPERIMENTS.items():
+        assert set(spec['default']) <= set(spec['choices']) <= set(VARIANTS)
+        for v in spec['choices']:
+            assert osp.isfile(seg_config(experiment, v)), (experiment, v)
+    assert all(osp.isfile(det_config(v)) for v in DET_VARIANTS)
+    assert VARIANTS['sapa'] == 'SAPA-B'
+
+
+def test_library_layers_do_not_import_the_demo():
+    """sapa_mm.demo sits at the tool layer: ops, layers, seg and det never import it."""
+    for layer in ('ops', 'layers', 'seg', 'det'):
+        for dirpath, _, files in os.walk(osp.join(ROOT, 'sapa_mm', layer)):
+            for name in files:
+                if name.endswith('.py'):
+                    text = open(osp.join(dirpath, name)).read()
+                    assert 'sapa_mm.demo' not in text and 'from ..demo' not in text, name
+
+
+# --------------------------------------------------------------------------
 # the main command, shortened
 # --------------------------------------------------------------------------
 def _table_rows(stdout):
