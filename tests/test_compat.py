@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, SEG_CONFIG, describe, run_tool, tool_env
+from helpers import ROOT, SEG_CONFIG, describe, run_tool, tool_env
 
 TORCH_2_6 = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) \
     >= (2, 6)
@@ -118,6 +118,7 @@ def test_import_without_openmmlab():
     assert 'mm loaded: []' in proc.stdout
 
 
+@pytest.mark.slow  # seg_trained: a tools/train.py run
 @pytest.mark.skipif(not TORCH_2_6, reason='weights_only is the default from torch 2.6')
 def test_resume_checkpoint_needs_and_gets_the_allow_list(seg_trained):
     ckpt = osp.join(seg_trained['work_dir'], 'iter_4.pth')

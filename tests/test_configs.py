@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import seg_batch
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
 
@@ -133,18 +135,6 @@ def test_rows_differ_only_in_upsample_cfg(family):
         assert d == dicts[0]
 
 
-def _seg_batch(h, w, num_classes=150, b=2):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    g = torch.Generator().manual_seed(0)
-    samples = []
-    for _ in range(b):
-        s = SegDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
-        samples.append(s)
-    return torch.randn(b, 3, h, w, generator=g), samples
-
-
 def _det_batch(h, w, with_mask, b=2):
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -182,7 +172,7 @@ def test_one_training_step_on_cpu(name):
     model.init_weights()  # init_cfg of the Pretrained kind are stripped: no download
     model.train()
     if name in SEG_ROWS:
-        inputs, samples = _seg_batch(70, 90)
+        inputs, samples = seg_batch(70, 90)
     else:
         inputs, samples = _det_batch(100, 132, with_mask=name.startswith('mask'))
     losses = model.loss(inputs, samples)
@@ -384,7 +374,7 @@ def test_new_rows_one_training_step_on_cpu(name):
     from sapa_mm.tools.complexity import build_model
     torch.manual_seed(0)
     cfg = _small_swin(_load(name))
-    inputs, samples = _seg_batch(70, 90)
+    inputs, samples = seg_batch(70, 90)
     model = build_model(cfg)
     model.init_weights()
     model.train()

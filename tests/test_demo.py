@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, run_tool, seg_batch, tool_env
 
 DEMO_CONFIGS = osp.join(ROOT, 'configs', 'demo')
 
@@ -94,16 +94,16 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
 
 def test_demo_segformer_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segformer_demo', ('bilinear', 'sapa_i', 'sapa_b', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
-    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa_b', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
+    assert [ups[v]['variant'] for v in ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
 
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segnet_demo', ('nearest', 'bilinear', 'sapa_b', 'sapa_d'), 'SegNetHead')
+        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d'), 'SegNetHead')
     assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
-    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa_b', 'sapa_d')] == [('SAPA', 'B'),
+    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa', 'sapa_d')] == [('SAPA', 'B'),
                                                                                 ('SAPA', 'D')]
 
 
@@ -113,9 +113,8 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     import torch
     from sapa_mm.tools.complexity import build_model
     from sapa_mm.layers import SAPA
-    from test_configs import _seg_batch
     torch.manual_seed(0)
-    model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa_b.py'))
+    model = build_model(osp.join(DEMO_CONFIGS, 'segnet_demo_sapa.py'))
     model.init_weights()
     head = model.decode_head
     assert [type(u) for u in head.upsamplers] == [SAPA] * 3
@@ -124,7 +123,7 @@ def test_segnet_trains_a_cpu_step_and_guides_every_decoder_step():
     for up in head.upsamplers:
         up.register_forward_hook(lambda m, args, out: guides.append(
             (tuple(args[0].shape[2:]), tuple(args[1].shape[2:]), tuple(out.shape[2:]))))
-    inputs, samples = _seg_batch(67, 90, num_classes=6)  # odd sizes
+    inputs, samples = seg_batch(67, 90, num_classes=6)  # odd sizes
     loss, _ = model.parse_losses(model.loss(inputs, samples))
     loss.backward()
     # deepest step first: 9x12 -> 17x23 (guide: stage 2), ..., 34x45 -> 67x90 (stage 0)
@@ -161,12 +160,77 @@ def test_demo_mask_rcnn_uses_guided_fpn_with_sapa():
 
 
 def test_missing_demo_data_says_how_to_make_it(tmp_path):
-    proc = run_tool(['train.py', osp.join(DEMO_CONFIGS, 'segformer_demo_sapa_b.py'),
+    proc = run_tool(['train.py', osp.join(DEMO_CONFIGS, 'segformer_demo_sapa.py'),
                      '--work-dir', str(tmp_path / 'w')],
                     env=tool_env(SAPA_DEMO_SEG=str(tmp_path / 'nothing_here')), timeout=300)
     assert proc.returncode == 1, describe(proc)
     assert 'make_demo_data.py' in proc.stderr, describe(proc)
     assert 'Traceback' not in proc.stderr
+
+
+# --------------------------------------------------------------------------
+# the package: what the runs recorded, former names, layering
+# --------------------------------------------------------------------------
+def test_scalar_follower_reads_new_runs_complete_lines_only(tmp_path):
+    from sapa_mm.demo.runs import ScalarFollower
+    old = tmp_path / '20200101_000000' / 'vis_data'
+    old.mkdir(parents=True)
+    (old / 'scalars.json').write_text('{"loss": 9.0, "step": 1}\n')
+    follower = ScalarFollower(str(tmp_path))
+    new = tmp_path / '20200101_000001' / 'vis_data'
+    new.mkdir(parents=True)
+    with open(new / 'scalars.json', 'w') as f:
+        f.write('{"loss": 1.0, "step": 10}\n{"loss": 0.5, "st')  # a line being written
+    assert follower.new_rows() == [dict(loss=1.0, step=10)]
+    with open(new / 'scalars.json', 'a') as f:
+        f.write('ep": 20}\n{"mIoU": 50.0, "step": 20}\n')
+    assert follower.new_rows() == [dict(loss=0.5, step=20), dict(mIoU=50.0, step=20)]
+    assert follower.new_rows() == []
+
+
+def test_test_metrics_come_from_the_newest_test_run_json(tmp_path):
+    from sapa_mm.demo.runs import read_test_metrics
+    for stamp, miou in (('20200101_000000', 10.0), ('20200101_000005', 42.5)):
+        (tmp_path / stamp).mkdir()
+        (tmp_path / stamp / f'{stamp}.json').write_text(json.dumps(
+            {'mIoU': miou, 'mBIoU': 20.0, 'val_ce': 0.25, 'time': 0.1, 'data_time': 0.01}))
+    assert read_test_metrics(str(tmp_path)) == {'mIoU': 42.5, 'mBIoU': 20.0, 'val_ce': 0.25}
+    earlier = {str(tmp_path / s / f'{s}.json') for s in ('20200101_000000', '20200101_000005')}
+    assert read_test_metrics(str(tmp_path), earlier) == {}
+
+
+def test_reproduction_reads_runs_recorded_under_the_former_sapa_b_name(tmp_path):
+    from sapa_mm.demo.reproduce import recorded
+    old = tmp_path / 'segnet' / 'sapa_b_seed1'
+    old.mkdir(parents=True)
+    (old / 'metrics.json').write_text(json.dumps(dict(variant='sapa_b', seed=1, mIoU=79.0)))
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 1) == dict(variant='sapa', seed=1, mIoU=79.0)
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 2) is None
+    assert recorded(str(tmp_path), 'segnet', 'bilinear', 1) is None
+    new = tmp_path / 'segnet' / 'sapa_seed1'
+    new.mkdir()
+    (new / 'metrics.json').write_text(json.dumps(dict(variant='sapa', seed=1, mIoU=80.0)))
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 1)['mIoU'] == 80.0
+
+
+def test_every_demo_variant_has_its_config():
+    from sapa_mm.demo.spec import DET_VARIANTS, EXPERIMENTS, VARIANTS, det_config, seg_config
+    for experiment, spec in EXPERIMENTS.items():
+        assert set(spec['default']) <= set(spec['choices']) <= set(VARIANTS)
+        for v in spec['choices']:
+            assert osp.isfile(seg_config(experiment, v)), (experiment, v)
+    assert all(osp.isfile(det_config(v)) for v in DET_VARIANTS)
+    assert VARIANTS['sapa'] == 'SAPA-B'
+
+
+def test_library_layers_do_not_import_the_demo():
+    """sapa_mm.demo sits at the tool layer: ops, layers, seg and det never import it."""
+    for layer in ('ops', 'layers', 'seg', 'det'):
+        for dirpath, _, files in os.walk(osp.join(ROOT, 'sapa_mm', layer)):
+            for name in files:
+                if name.endswith('.py'):
+                    text = open(osp.join(dirpath, name)).read()
+                    assert 'sapa_mm.demo' not in text and 'from ..demo' not in text, name
 
 
 # --------------------------------------------------------------------------
@@ -211,16 +275,15 @@ def test_main_command_shortened(tmp_path):
             assert r['s_per_step'] > 0 and r['s_per_iter'] > 0 and r['val_loss'] > 0
             assert osp.isfile(r['checkpoint'])
         # SAPA-B adds parameters and MACs
-        assert runs['sapa_b']['params'] > runs['bilinear']['params']
-        assert runs['sapa_b']['macs'] > runs['bilinear']['macs']
+        assert runs['sapa']['params'] > runs['bilinear']['params']
+        assert runs['sapa']['macs'] > runs['bilinear']['macs']
         assert runs['bilinear']['upsampler_params'] == 0
     # the tables print what was measured (SegFormer first, then SegNet)
-    assert rows['SAPA-B'][0][1] == f"{seg['sapa_b']['mIoU']:.2f}"
-    assert rows['SAPA-B'][1][3] == f"{segnet['sapa_b']['val_loss']:.4f}"
+    assert rows['SAPA-B'][0][1] == f"{seg['sapa']['mIoU']:.2f}"
+    assert rows['SAPA-B'][1][3] == f"{segnet['sapa']['val_loss']:.4f}"
     assert rows['NN'][0][2] == f"{segnet['nearest']['mBIoU']:.2f}"
     # the SegNet curves have a validation loss every 10 iterations
-    sys.path.insert(0, TOOLS)
-    from demo import read_scalars
+    from sapa_mm.demo.runs import read_scalars
     for r in segnet.values():
         _, val = read_scalars(r['work_dir'])
         assert [v['step'] for v in val] == [10, 20] and all(v['val_ce'] > 0 for v in val)

@@ -1,4 +1,5 @@
-"""tools/make_demo_data.py: the embedded demo data sets (segmentation + COCO)."""
+"""sapa_mm.demo.data and tools/make_demo_data.py: the embedded demo data sets
+(segmentation + COCO)."""
 import hashlib
 import json
 import os
@@ -9,10 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TOOLS, describe, tool_env
+from helpers import ROOT, TOOLS, describe, tool_env
 
-sys.path.insert(0, TOOLS)
-import make_demo_data  # noqa: E402
+from sapa_mm.demo import data as synth
 
 SMALL = dict(seg_args=dict(n_train=12, n_val=6, size=96),
              det_args=dict(n_train=8, n_val=4, size=96))
@@ -33,7 +33,7 @@ def _digest(root):
 @pytest.fixture(scope='module')
 def demo_data(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('demo_data'))
-    make_demo_data.ensure(out, seed=0, quiet=True, **SMALL)
+    synth.ensure(out, seed=0, quiet=True, **SMALL)
     return out
 
 
@@ -44,27 +44,27 @@ def test_seg_layout_counts_and_classes(demo_data):
         imgs = sorted(os.listdir(osp.join(seg, 'img_dir', split)))
         anns = sorted(os.listdir(osp.join(seg, 'ann_dir', split)))
         assert len(imgs) == n and imgs == anns
-    seen = np.zeros(len(make_demo_data.SEG_CLASSES), np.int64)
+    seen = np.zeros(len(synth.SEG_CLASSES), np.int64)
     for split in ('train', 'val'):
         for name in os.listdir(osp.join(seg, 'ann_dir', split)):
             img = cv2.imread(osp.join(seg, 'img_dir', split, name), cv2.IMREAD_UNCHANGED)
             lab = cv2.imread(osp.join(seg, 'ann_dir', split, name), cv2.IMREAD_UNCHANGED)
             assert img.shape == (96, 96, 3) and img.dtype == np.uint8
             assert lab.shape == (96, 96) and lab.dtype == np.uint8
-            assert lab.max() < len(make_demo_data.SEG_CLASSES)
+            assert lab.max() < len(synth.SEG_CLASSES)
             seen += np.bincount(lab.ravel(), minlength=len(seen))
             # real pixels: the image is not flat and not a copy of the label
             assert img.std() > 10
-    assert (seen > 0).all(), dict(zip(make_demo_data.SEG_CLASSES, seen))
+    assert (seen > 0).all(), dict(zip(synth.SEG_CLASSES, seen))
     meta = json.load(open(osp.join(seg, 'meta.json')))
-    assert meta['classes'] == list(make_demo_data.SEG_CLASSES)
+    assert meta['classes'] == list(synth.SEG_CLASSES)
     assert meta['counts']['train']['images'] == 12
 
 
 def test_seg_has_thin_structures_and_sharp_boundaries(demo_data):
     import cv2
     seg = osp.join(demo_data, 'seg')
-    wire = make_demo_data.SEG_CLASSES.index('wire')
+    wire = synth.SEG_CLASSES.index('wire')
     thin = 0
     for name in os.listdir(osp.join(seg, 'ann_dir', 'train')):
         lab = cv2.imread(osp.join(seg, 'ann_dir', 'train', name), cv2.IMREAD_UNCHANGED)
@@ -92,7 +92,7 @@ def test_coco_loads_with_pycocotools(demo_data):
         coco = COCO(osp.join(coco_root, 'annotations', f'instances_{split}.json'))
         assert len(coco.getImgIds()) == n
         assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(
-            make_demo_data.DET_CLASSES)
+            synth.DET_CLASSES)
         anns = coco.loadAnns(coco.getAnnIds())
         assert len(anns) >= 2 * n
         cats = set()
@@ -118,11 +118,11 @@ def test_coco_loads_with_pycocotools(demo_data):
 
 def test_same_seed_same_bytes_other_seed_differs(demo_data, tmp_path):
     again = str(tmp_path / 'again')
-    make_demo_data.ensure(again, seed=0, quiet=True, **SMALL)
+    synth.ensure(again, seed=0, quiet=True, **SMALL)
     for kind in ('seg', 'coco'):
         assert _digest(osp.join(again, kind)) == _digest(osp.join(demo_data, kind))
     other = str(tmp_path / 'other')
-    make_demo_data.ensure(other, seed=1, quiet=True, only=('seg', ), **SMALL)
+    synth.ensure(other, seed=1, quiet=True, only=('seg', ), **SMALL)
     assert _digest(osp.join(other, 'seg')) != _digest(osp.join(demo_data, 'seg'))
 
 

@@ -66,7 +66,7 @@ def test_demo_model_keeps_the_official_init():
     from sapa_mm.tools.complexity import build_model
     import os.path as osp
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    model = build_model(osp.join(root, 'configs', 'demo', 'segformer_demo_sapa_b.py'))
+    model = build_model(osp.join(root, 'configs', 'demo', 'segformer_demo_sapa.py'))
     model.init_weights()
     assert_official_init(model)
 

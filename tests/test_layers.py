@@ -114,7 +114,7 @@ def test_torch_compile_forward_and_backward():
 @pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
 def test_onnx_export_of_the_torch_path(tmp_path, dynamo):
     pytest.importorskip('onnx')
-    from conftest import onnx_export_and_run
+    from helpers import onnx_export_and_run
     torch.manual_seed(0)
     m = SAPA(8, 6, kernel_size=5, embed_dim=4).eval()
     x, guide = torch.randn(1, 8, 5, 7), torch.randn(1, 6, 10, 14)

@@ -18,14 +18,13 @@ import threading
 
 import pytest
 
-from conftest import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
 
-sys.path.insert(0, TOOLS)
-import make_demo_data  # noqa: E402
+from sapa_mm.demo import data as synth
 
 pytestmark = pytest.mark.slow
 
-CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_sapa_b.py')
+CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_sapa.py')
 ITERS, EVERY, KILL_AT = 16, 5, 12  # checkpoints at 5, 10, 15, 16; killed after 12
 
 
@@ -61,7 +60,7 @@ def _sha(path):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('resume_data'))
-    make_demo_data.ensure(out, seed=0, only=('seg', ), quiet=True,
+    synth.ensure(out, seed=0, only=('seg', ), quiet=True,
                           seg_args=dict(n_train=32, n_val=8, size=128))
     return out
 

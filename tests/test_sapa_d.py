@@ -146,7 +146,7 @@ def test_module_bad_arguments():
 @pytest.mark.parametrize('dynamo', [False, True], ids=['torchscript', 'dynamo'])
 def test_onnx_export_of_the_torch_path(tmp_path, dynamo):
     pytest.importorskip('onnx')
-    from conftest import onnx_export_and_run
+    from helpers import onnx_export_and_run
     from sapa_mm.layers import SAPA
     torch.manual_seed(0)
     m = SAPA(8, 6, variant='D', num_groups=2, num_points=3, embed_dim=4).eval()

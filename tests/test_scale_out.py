@@ -12,14 +12,13 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TOOLS, check_ok, describe, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, tool_env
 
-sys.path.insert(0, TOOLS)
-import make_demo_data  # noqa: E402
+from sapa_mm.demo import data as synth
 
 pytestmark = pytest.mark.slow
 
-CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_sapa_b.py')
+CONFIG = osp.join(ROOT, 'configs', 'demo', 'segformer_demo_sapa.py')
 ITERS = 60
 GLOBAL_BATCH = 8
 # |1-process - 2-process| allowed after ITERS iterations, in mIoU / boundary-IoU
@@ -81,7 +80,7 @@ def _train(data, work, world, seed=0):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('scale_data'))
-    make_demo_data.ensure(out, seed=0, only=('seg', ), quiet=True,
+    synth.ensure(out, seed=0, only=('seg', ), quiet=True,
                           seg_args=dict(n_train=64, n_val=16, size=128))
     return out
 

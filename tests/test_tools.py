@@ -1,7 +1,7 @@
 """End-to-end runs of tools/train.py and tools/test.py, as a user runs them.
 
-Every tool runs in a subprocess on data generated into a tmp dir (see
-conftest.py): a tiny SegFormer-shaped segmentor and a tiny Mask R-CNN train a
+Every tool runs in a subprocess on data generated into a tmp dir (the demo's
+generator at small sizes: tests/helpers.py, fixtures in conftest.py): a tiny SegFormer-shaped segmentor and a tiny Mask R-CNN train a
 few iterations, save checkpoints, resume (which loads a full resume checkpoint
 under torch's weights_only=True default, i.e. through sapa_mm.checkpoint), and are
 evaluated with their metrics printed. A 2-process torchrun run exercises CPU
@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from conftest import (DET_CONFIG, ROOT, SEG_CONFIG, TOOLS, check_ok, describe,
+from helpers import (DET_CONFIG, ROOT, SEG_CONFIG, TOOLS, check_ok, describe,
                       run_tool, tool_env)
 
 pytestmark = pytest.mark.slow
@@ -240,7 +240,7 @@ def test_missing_file_inside_dataset(det_data, tmp_path):
     # the dataset root exists, but the annotation file the config names does not
     root = tmp_path / 'partial'
     shutil.copytree(det_data, root)
-    os.remove(root / 'annotations' / 'train.json')
+    os.remove(root / 'annotations' / 'instances_train.json')
     proc = run_tool(['train.py', DET_CONFIG, '--work-dir', str(tmp_path / 'w')],
                     env=tool_env(TINY_DET_ROOT=root))
     _assert_clean_error(proc, 'train.json')

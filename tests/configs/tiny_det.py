@@ -1,12 +1,13 @@
 # A Mask R-CNN shaped detector small enough to train on 2 CPU cores in seconds:
 # ResNet-18 layout with 8-64 channels, 16-channel FPN, stock RPN / RoI heads,
-# 2 classes on 128x128 images. The data come from tests/conftest.py
-# (make_coco_dataset); point the config at them with the environment variable
-# TINY_DET_ROOT. No download: init_cfg=None.
+# the 3 classes of the demo instance set on 128x128 images. The data are that set
+# at a small size (tests/helpers.py make_coco_dataset, i.e. sapa_mm.demo.data);
+# point the config at them with the environment variable TINY_DET_ROOT.
+# No download: init_cfg=None.
 _base_ = ['mmdet::_base_/default_runtime.py']
 
 data_root = '{{$TINY_DET_ROOT:data/tiny_det}}'
-classes = ('square', 'disk')
+classes = ('coin', 'tile', 'leaf')
 num_classes = len(classes)
 image_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -141,7 +142,7 @@ model = dict(
             max_per_img=20,
             mask_thr_binary=0.5)))
 
-metainfo = dict(classes=classes, palette=[(220, 20, 60), (0, 80, 200)])
+metainfo = dict(classes=classes, palette=[(230, 200, 60), (200, 80, 40), (40, 170, 40)])
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -168,7 +169,7 @@ train_dataloader = dict(
         type='CocoDataset',
         metainfo=metainfo,
         data_root=data_root,
-        ann_file='annotations/train.json',
+        ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=4),
         pipeline=train_pipeline))
@@ -182,7 +183,7 @@ val_dataloader = dict(
         type='CocoDataset',
         metainfo=metainfo,
         data_root=data_root,
-        ann_file='annotations/val.json',
+        ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,
         pipeline=test_pipeline))
@@ -190,7 +191,7 @@ test_dataloader = val_dataloader
 
 val_evaluator = dict(
     type='CocoMetric',
-    ann_file=data_root + '/annotations/val.json',
+    ann_file=data_root + '/annotations/instances_val.json',
     metric=['bbox', 'segm'],
     format_only=False)
 test_evaluator = val_evaluator

@@ -1,12 +1,13 @@
 # A SegFormer-shaped segmentor small enough to train on 2 CPU cores in seconds:
 # MixVisionTransformer with 8-64 channels and one block per stage, stock
-# SegformerHead, 4 classes on 64x64 images. The data come from
-# tests/conftest.py (make_seg_dataset); point the config at them with the
-# environment variable TINY_SEG_ROOT. No download: init_cfg=None everywhere.
+# SegformerHead, the 6 classes of the demo segmentation set on 64x64 images. The
+# data are that set at a small size (tests/helpers.py make_seg_dataset, i.e.
+# sapa_mm.demo.data); point the config at them with the environment variable
+# TINY_SEG_ROOT. No download: init_cfg=None everywhere.
 _base_ = ['mmseg::_base_/default_runtime.py']
 
 data_root = '{{$TINY_SEG_ROOT:data/tiny_seg}}'
-num_classes = 4
+num_classes = 6
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
 
@@ -51,8 +52,9 @@ model = dict(
     test_cfg=dict(mode='whole'))
 
 metainfo = dict(
-    classes=('background', 'square', 'disk', 'stripe'),
-    palette=[[0, 0, 0], [220, 20, 60], [0, 160, 80], [30, 60, 230]])
+    classes=('background', 'gravel', 'grass', 'brick', 'coin', 'wire'),
+    palette=[[0, 0, 0], [128, 128, 160], [40, 170, 40], [200, 80, 40],
+             [230, 200, 60], [240, 40, 200]])
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),

@@ -2,7 +2,7 @@
 # encoder-decoder (sapa_mm/seg/segnet.py; no skip connections, every decoder x2 step
 # is the upsampler under test, guided by the encoder feature of the target scale),
 # trained with a constant learning rate on the embedded demo data
-# (./demo_seg_data.py). The variants (segnet_demo_{nearest,bilinear,sapa_b}.py)
+# (./demo_seg_data.py). The variants (segnet_demo_{nearest,bilinear,sapa,sapa_d}.py)
 # differ only in model.decode_head.upsample_cfg. No download.
 _base_ = ['./demo_runtime.py', './demo_seg_data.py']
 

@@ -1,4 +1,4 @@
-# Demo SegFormer (configs/demo/_base_/segformer_demo.py) with the sapa_b upsampler
+# Demo SegFormer (configs/demo/_base_/segformer_demo.py) with the sapa (SAPA-B) upsampler
 # in the head; the demo variants differ only in this line.
 _base_ = ['./_base_/segformer_demo.py']
 

@@ -1,0 +1,220 @@
+"""The SAPA demo: two experiments on the embedded data, end to end on a CPU.
+
+    python tools/demo.py                          # what `bash tools/demo.sh` runs
+    python tools/demo.py --experiments segnet     # one experiment only
+    python tools/demo.py --iters 100 --variants bilinear sapa_i sapa sapa_g
+    python tools/demo.py --nproc 2                # each training under torchrun, 2 processes
+    python tools/demo.py --det                    # also the Mask R-CNN demo (bbox / segm AP)
+
+Experiments (configs/demo/; the variants of one experiment differ only in the
+upsample_cfg of the model's head; ``sapa`` is SAPA-B, as in the paper-row configs):
+
+* ``segformer``: a CPU-sized SegFormer (GuidedSegformerHead) at 256x256, where the
+  stage-4 map is 8x8 and a 5x5 SAPA window lies mostly inside the image as at the
+  paper's 512x512; bilinear vs SAPA-B.
+* ``segnet``: the SAPA authors' toy protocol: a SegNet-shaped encoder-decoder whose
+  decoder steps are the upsampler under test (NN, bilinear, SAPA-B guided by the
+  encoder feature), constant learning rate, validation loss every epoch.
+
+Steps (everything under --work-dir, default work_dirs/demo):
+
+1. builds the embedded data with tools/make_demo_data.py unless it is there;
+2. trains each variant with tools/train.py, printing progress;
+3. evaluates the last checkpoint with tools/test.py: mIoU, boundary IoU (mBIoU,
+   sapa_mm/seg/metrics.py) and the validation loss;
+4. counts parameters and FLOPs (multiply-accumulates at the crop size, sapa_mm.flops)
+   and times a training step of every variant side by side;
+5. prints one table per experiment and writes ``results.json``, ``results.md``,
+   ``curves_<experiment>.png`` (training and validation loss, validation mIoU /
+   mBIoU) and ``comparison_<experiment>.png`` (input, ground truth, the predictions
+   and the upsampled feature maps of every variant, side by side).
+
+The numbers printed are whatever this run measured.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import time
+
+from . import data, figures, measure, report
+from .runs import ToolError, evaluate, fmt_s, read_scalars, say, time_per_iter, tool_env, train
+from .spec import (DET_VARIANTS, EXPERIMENTS, ROOT, VARIANTS, det_config, det_options,
+                   seg_config, seg_options)
+
+
+def train_and_evaluate(args, data_root, experiment, variants, iters, val_interval):
+    """Train and evaluate every variant of one experiment; returns {variant: run}."""
+    runs = {}
+    world = args.nproc
+    opts = seg_options(iters, val_interval, args.seed, world_size=world,
+                       deterministic=args.deterministic, ckpt_interval=iters,
+                       experiment=experiment)
+    env = tool_env(data_root, threads=max(1, (os.cpu_count() or 2) // world)
+                   if world > 1 else None)
+    for i, v in enumerate(variants):
+        config = seg_config(experiment, v)
+        wd = osp.join(args.work_dir, experiment, v)
+        ckpt = osp.join(wd, f'iter_{iters}.pth')
+        name = VARIANTS[v]
+        if args.reuse and osp.isfile(ckpt):
+            say(f'{experiment} {name}: reusing {ckpt}')
+            secs = float('nan')
+        else:
+            say(f'{experiment} [{i + 1}/{len(variants)}] training {name} for {iters} iterations '
+                f'({world} process{"es" if world > 1 else ""}) -> {wd}')
+            secs = train(config, wd, opts, env, f'{experiment} {name}', iters,
+                         every=args.progress, nproc=world)
+        say(f'{experiment} {name}: evaluating {osp.relpath(ckpt, ROOT)} with tools/test.py')
+        metrics = evaluate(config, ckpt, osp.join(wd, 'test'), tool_env(data_root), name)
+        train_rows, _ = read_scalars(wd)
+        runs[v] = dict(label=name, config=config, work_dir=wd, checkpoint=ckpt,
+                       mIoU=metrics.get('mIoU', float('nan')),
+                       mBIoU=metrics.get('mBIoU', float('nan')),
+                       val_loss=metrics.get('val_ce', float('nan')),
+                       aAcc=metrics.get('aAcc', float('nan')),
+                       train_seconds=secs, s_per_iter=time_per_iter(train_rows))
+        say(f'{experiment} {name}: mIoU {runs[v]["mIoU"]:.2f}  boundary IoU '
+            f'{runs[v]["mBIoU"]:.2f}  val loss {runs[v]["val_loss"]:.4f}')
+    return runs
+
+
+def run_experiment(args, data_root, experiment):
+    """One experiment end to end; returns (runs, the lines of its report)."""
+    spec = EXPERIMENTS[experiment]
+    variants = args.variants if experiment == 'segformer' else args.segnet_variants
+    iters = args.iters if experiment == 'segformer' else args.segnet_iters
+    val_interval = args.val_interval if experiment == 'segformer' else args.segnet_val_interval
+    runs = train_and_evaluate(args, data_root, experiment, variants, iters, val_interval)
+    say(f'{experiment}: counting parameters and FLOPs')
+    for r in runs.values():
+        r.update(measure.complexity(r['config']))
+    size = runs[variants[0]]['input_shape'][0]
+    say(f'{experiment}: timing a training step of each variant (interleaved, median of 8)')
+    batch = spec['batch']
+    for v, t in measure.benchmark({v: r['config'] for v, r in runs.items()}, size,
+                                  batch).items():
+        runs[v]['s_per_step'] = t
+    title = f'{spec["title"]}, {iters} iterations, seed {args.seed}'
+    lines = report.seg_report(experiment, title, runs, size, batch)
+    if not args.no_figures:
+        curves = osp.join(args.work_dir, f'curves_{experiment}.png')
+        figures.plot_curves(runs, curves, title)
+        comp = osp.join(args.work_dir, f'comparison_{experiment}.png')
+        figures.plot_comparison(runs, osp.join(data_root, 'seg'), comp, spec['title'],
+                                spec['feature'])
+        say(f'{experiment}: figures {curves}, {comp}')
+    return runs, lines
+
+
+def run_detection(args, data_root):
+    results = {}
+    env = tool_env(data_root)
+    iters = args.det_iters
+    for v in args.det_variants:
+        config = det_config(v)
+        wd = osp.join(args.work_dir, f'mask_rcnn_{v}')
+        say(f'Mask R-CNN ({v} FPN): training {iters} iterations -> {wd}')
+        train(config, wd, det_options(iters, args.seed), env, f'mask_rcnn_{v}', iters,
+              every=args.progress)
+        metrics = evaluate(config, osp.join(wd, f'iter_{iters}.pth'), osp.join(wd, 'test'),
+                           env, f'mask_rcnn_{v}')
+        train_rows, _ = read_scalars(wd)
+        results[v] = dict(label=f'Mask R-CNN, {v} FPN', bbox_mAP=metrics.get('coco/bbox_mAP'),
+                          segm_mAP=metrics.get('coco/segm_mAP'),
+                          bbox_mAP_50=metrics.get('coco/bbox_mAP_50'),
+                          segm_mAP_50=metrics.get('coco/segm_mAP_50'),
+                          s_per_iter=time_per_iter(train_rows), **measure.complexity(config))
+        say(f'Mask R-CNN ({v}): bbox AP {results[v]["bbox_mAP"]}  segm AP '
+            f'{results[v]["segm_mAP"]}')
+    return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
+    p.add_argument('--data', default=data.DEFAULT_OUT,
+                   help='demo data root (built there if missing)')
+    p.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS),
+                   choices=list(EXPERIMENTS))
+    p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['default']),
+                   choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')
+    p.add_argument('--iters', type=int, default=400,
+                   help='SegFormer training iterations per variant')
+    p.add_argument('--val-interval', type=int, default=None,
+                   help='SegFormer: validate every N iterations (default: iters/4)')
+    p.add_argument('--segnet-variants', nargs='+',
+                   default=list(EXPERIMENTS['segnet']['default']),
+                   choices=EXPERIMENTS['segnet']['choices'])
+    p.add_argument('--segnet-iters', type=int, default=1200,
+                   help='SegNet training iterations per variant')
+    p.add_argument('--segnet-val-interval', type=int, default=150,
+                   help='SegNet: validate every N iterations')
+    p.add_argument('--seed', type=int, default=0, help='training seed')
+    p.add_argument('--data-seed', type=int, default=0, help='seed of the generated data')
+    p.add_argument('--nproc', type=int, default=1,
+                   help='train each variant with torchrun on N processes (same global batch)')
+    p.add_argument('--deterministic', action='store_true',
+                   help='randomness.deterministic=True (torch deterministic algorithms)')
+    p.add_argument('--progress', type=int, default=50, help='print progress every N iterations')
+    p.add_argument('--no-figures', action='store_true')
+    p.add_argument('--reuse', action='store_true',
+                   help='skip training where the final checkpoint exists')
+    p.add_argument('--det', action='store_true', help='also run the Mask R-CNN demo')
+    p.add_argument('--det-only', action='store_true', help='only the Mask R-CNN demo')
+    p.add_argument('--det-iters', type=int, default=300)
+    p.add_argument('--det-variants', nargs='+', default=['sapa'], choices=list(DET_VARIANTS))
+    args = p.parse_args(argv)
+    for name in ([] if args.det_only else args.experiments):
+        if EXPERIMENTS[name]['batch'] % args.nproc:
+            p.error(f'--nproc must divide the {name} batch {EXPERIMENTS[name]["batch"]}')
+    return args
+
+
+def run(argv=None):
+    import warnings
+    warnings.filterwarnings('ignore', category=UserWarning, module=r'mm(seg|det|engine|cv)')
+    args = parse_args(argv)
+    t_start = time.time()
+    args.work_dir = osp.abspath(args.work_dir)
+    data_root = osp.abspath(args.data)
+    os.makedirs(args.work_dir, exist_ok=True)
+    say(f'data: {data_root} (tools/make_demo_data.py, seed {args.data_seed})')
+    data.ensure(data_root, seed=args.data_seed,
+                only=('det', ) if args.det_only else ('seg', 'det'))
+    summary = dict(seed=args.seed, nproc=args.nproc, data=data_root)
+    lines = []
+    for experiment in ([] if args.det_only else args.experiments):
+        runs, text = run_experiment(args, data_root, experiment)
+        summary[experiment] = runs
+        lines += text
+    if lines:
+        lines += report.SEG_NOTES
+    if args.det or args.det_only:
+        det = run_detection(args, data_root)
+        summary['detection'] = det
+        lines += report.det_report(det, args.det_iters)
+    summary['total_seconds'] = time.time() - t_start
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=1, default=str)
+    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines))
+    print('\n' + '\n'.join(lines), flush=True)
+    say(f'done in {fmt_s(time.time() - t_start)}; results in '
+        f'{osp.relpath(args.work_dir, os.getcwd())}/ (results.md, results.json, figures)')
+    return 0
+
+
+def main(argv=None):
+    """tools/demo.py: the demo, with a one-line error for a failed tool run."""
+    import sys
+    try:
+        return run(argv)
+    except ToolError as err:
+        print(f'[demo] error: {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('[demo] interrupted', file=sys.stderr)
+        return 130

@@ -1,0 +1,114 @@
+"""The demo's tables (plain text that is also Markdown) and the statistics of the
+small-scale reproduction."""
+import statistics
+
+from .spec import EXPERIMENTS, VARIANTS
+
+SEG_NOTES = [
+    'mIoU / boundary IoU / val loss: tools/test.py on the last checkpoint '
+    '(%, %, per-pixel cross-entropy). params: trainable; GFLOPs: '
+    'multiply-accumulates of one image.',
+    's/iter (batch): one training step on random data, all variants '
+    'timed in turns (median of 8); s/iter (train log): median of the '
+    "training log's iteration times (data loading included; sensitive to "
+    'other load on the machine).', '']
+
+
+def table(rows, columns):
+    """Plain-text table (also valid Markdown): ``columns`` is a list of
+    (heading, row -> cell text)."""
+    head = [c for c, _ in columns]
+    body = [[fmt(r) for _, fmt in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+
+    def line(cells):
+        return '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'
+    return '\n'.join([line(head), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] +
+                     [line(b) for b in body])
+
+
+def seg_columns(size, batch):
+    return [
+        ('upsampler', lambda r: r['label']),
+        ('mIoU', lambda r: f"{r['mIoU']:.2f}"),
+        ('boundary IoU', lambda r: f"{r['mBIoU']:.2f}"),
+        ('val loss', lambda r: f"{r['val_loss']:.4f}"),
+        ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
+        (f'GFLOPs (MAC, {size}x{size})', lambda r: f"{r['macs'] / 1e9:.4f}"),
+        (f's/iter (batch {batch})', lambda r: f"{r['s_per_step']:.3f}"),
+        ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}"),
+    ]
+
+
+def det_columns():
+    return [('model', lambda r: r['label']),
+            ('bbox AP', lambda r: f"{100 * r['bbox_mAP']:.1f}"),
+            ('segm AP', lambda r: f"{100 * r['segm_mAP']:.1f}"),
+            ('bbox AP50', lambda r: f"{100 * r['bbox_mAP_50']:.1f}"),
+            ('segm AP50', lambda r: f"{100 * r['segm_mAP_50']:.1f}"),
+            ('params', lambda r: f"{r['params'] / 1e6:.2f} M"),
+            ('s/iter', lambda r: f"{r['s_per_iter']:.3f}")]
+
+
+def seg_report(experiment, title, runs, size, batch):
+    """The lines of one experiment's section of results.md."""
+    return [f'{experiment}: {title}, demo validation set', '',
+            table(list(runs.values()), seg_columns(size, batch)), '']
+
+
+def det_report(results, iters):
+    return [f'Detection: demo Mask R-CNN ({iters} iterations), COCO AP on '
+            'the demo validation set', '', table(list(results.values()), det_columns()), '']
+
+
+# --------------------------------------------------------------------------
+# small-scale reproduction: mean ± std over seeds
+# --------------------------------------------------------------------------
+def mean_std(values):
+    values = [v for v in values if v == v]
+    if not values:
+        return float('nan'), float('nan')
+    m = statistics.fmean(values)
+    return m, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def pm(values):
+    m, s = mean_std(values)
+    return f'{m:.2f} ± {s:.2f}'
+
+
+def pm4(values):
+    m, s = mean_std([v for v in values if v is not None])
+    return f'{m:.4f} ± {s:.4f}'
+
+
+def reproduction_table(experiment, results, variants, seeds, iters):
+    """Per variant: mean ± sample std over seeds of mIoU, boundary IoU and
+    validation loss, and of the per-seed difference to bilinear."""
+    by = {(r['variant'], r['seed']): r for r in results}
+    rows = []
+    for v in variants:
+        rs = [by[(v, s)] for s in seeds if (v, s) in by]
+        row = dict(label=VARIANTS[v], n=len(rs), mIoU=pm([r['mIoU'] for r in rs]),
+                   mBIoU=pm([r['mBIoU'] for r in rs]),
+                   val_loss=pm4([r.get('val_loss') for r in rs]))
+        if v != 'bilinear' and 'bilinear' in variants:
+            pairs = [(by[(v, s)], by[('bilinear', s)]) for s in seeds
+                     if (v, s) in by and ('bilinear', s) in by]
+            row['dmIoU'] = pm([a['mIoU'] - b['mIoU'] for a, b in pairs])
+            row['dmBIoU'] = pm([a['mBIoU'] - b['mBIoU'] for a, b in pairs])
+        else:
+            row['dmIoU'] = row['dmBIoU'] = '-'
+        row['per_seed'] = ' / '.join(f"{by[(v, s)]['mIoU']:.1f}, {by[(v, s)]['mBIoU']:.1f}"
+                                     for s in seeds if (v, s) in by)
+        rows.append(row)
+    cols = [('upsampler', lambda r: r['label']), ('seeds', lambda r: str(r['n'])),
+            ('mIoU', lambda r: r['mIoU']), ('boundary IoU', lambda r: r['mBIoU']),
+            ('val loss', lambda r: r['val_loss']),
+            ('Δ mIoU vs bilinear', lambda r: r['dmIoU']),
+            ('Δ boundary IoU vs bilinear', lambda r: r['dmBIoU']),
+            ('per seed (mIoU, bIoU)', lambda r: r['per_seed'])]
+    head = (f'Small-scale reproduction: {EXPERIMENTS[experiment]["title"]}, {iters} iterations, seeds '
+            f'{", ".join(map(str, seeds))}; mean ± sample std over seeds (%), demo '
+            'validation set')
+    return head + '\n\n' + table(rows, cols) + '\n'

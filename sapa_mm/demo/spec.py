@@ -1,0 +1,82 @@
+"""What the demo runs: its experiments, their variants and configs, and the
+``--cfg-options`` of their schedules.
+
+The variant keys name the upsampler as the paper-row configs do
+(``configs/segformer_sapa_ade20k.py`` is SAPA-B): ``sapa`` is SAPA-B,
+``sapa_i`` / ``sapa_g`` / ``sapa_d`` the other variants.
+"""
+import os.path as osp
+
+# The repository root: configs/ and tools/ live there (sapa_mm is installed
+# editable from it).
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG_DIR = osp.join(ROOT, 'configs', 'demo')
+
+# variant key -> what the tables and figures call it
+VARIANTS = {
+    'nearest': 'NN',
+    'bilinear': 'bilinear',
+    'sapa_i': 'SAPA-I',
+    'sapa': 'SAPA-B',
+    'sapa_g': 'SAPA-G',
+    'sapa_d': 'SAPA-D',
+}
+# Earlier versions called SAPA-B ``sapa_b``: results recorded under that name
+# (work_dirs/reproduce_small/<experiment>/sapa_b_seed<N>) are still read.
+FORMER_NAMES = {'sapa': 'sapa_b'}
+
+# name -> configs/demo/<config prefix>_<variant>.py, what the table calls the model,
+# the variants available and run by default, the global batch of the config and
+# what the comparison figure shows as "the upsampled feature".
+EXPERIMENTS = {
+    'segformer': dict(
+        prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
+        choices=('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d'),
+        default=('bilinear', 'sapa'), batch=4, feature='stage-4 feat.'),
+    'segnet': dict(
+        prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
+        choices=('nearest', 'bilinear', 'sapa', 'sapa_d'), default=('nearest', 'bilinear', 'sapa'),
+        batch=8, feature='last decoder step'),
+}
+DET_VARIANTS = ('sapa', 'nearest')
+
+
+def seg_config(experiment, variant):
+    """configs/demo/<prefix>_<variant>.py of a segmentation experiment."""
+    return osp.join(CONFIG_DIR, f"{EXPERIMENTS[experiment]['prefix']}_{variant}.py")
+
+
+def det_config(variant):
+    """configs/demo/mask_rcnn_demo_<variant>.py."""
+    return osp.join(CONFIG_DIR, f'mask_rcnn_demo_{variant}.py')
+
+
+def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=False,
+                ckpt_interval=None, log_interval=10, experiment='segformer'):
+    """--cfg-options for a schedule of ``iters`` iterations at the global batch
+    of the demo config (split over ``world_size`` processes)."""
+    val_interval = val_interval or max(iters // 4, 1)
+    if experiment == 'segformer':  # linear warm-up, then poly decay to 0
+        warmup = max(min(30, iters // 5), 1)
+        sched = [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+                 f'param_scheduler.1.end={iters}']
+    else:  # constant learning rate
+        sched = [f'param_scheduler.0.end={iters}']
+    opts = [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={val_interval}', *sched,
+        f'default_hooks.checkpoint.interval={ckpt_interval or val_interval}',
+        f'default_hooks.logger.interval={log_interval}', f'randomness.seed={seed}',
+        f'train_dataloader.batch_size={EXPERIMENTS[experiment]["batch"] // world_size}',
+    ]
+    if deterministic:
+        opts.append('randomness.deterministic=True')
+    return opts
+
+
+def det_options(iters, seed=0):
+    """--cfg-options of the Mask R-CNN demo: ``iters`` iterations, the step of the
+    learning rate at 3/4, validation and a checkpoint at the end."""
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'param_scheduler.1.end={iters}',
+            f'param_scheduler.1.milestones=[{int(iters * 0.75)}]',
+            f'default_hooks.checkpoint.interval={iters}', f'randomness.seed={seed}']
