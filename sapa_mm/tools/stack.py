@@ -33,15 +33,13 @@ import datetime
 import logging
 import os
 import os.path as osp
-import pickle
 import subprocess
 import warnings
 
 import torch
 
 from ..checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,  # noqa: F401
-                          checkpoint_error, load_checkpoint_safely,
-                          verify_checkpoint_file)
+                          load_checkpoint_safely, verify_checkpoint_file)
 
 __all__ = [
     'apply', 'quiet_known_warnings', 'install_checkpoint_checks', 'load_from_local',
@@ -92,14 +90,7 @@ def load_from_local(filename, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    verify_checkpoint_file(filename)
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
-        mapped = checkpoint_error(filename, err)
-        if mapped is None:
-            raise
-        raise mapped from None
+    return load_checkpoint_safely(filename, map_location)
 
 
 def install_checkpoint_checks():
