@@ -270,8 +270,8 @@ def test_debug_shows_traceback(tmp_path):
 
 
 def test_shell_launchers_are_valid_bash():
-    for name in ('dist_train.sh', 'dist_test.sh', 'torchrun.sh', 'slurm_train.sh',
-                 'slurm_test.sh', 'srun.sh', 'run_tests.sh', 'demo.sh', 'setup_env.sh'):
+    for name in ('dist_train.sh', 'dist_test.sh', 'launch.sh', 'slurm_train.sh',
+                 'slurm_test.sh', 'run_tests.sh', 'demo.sh', 'setup_env.sh'):
         proc = subprocess.run(['bash', '-n', osp.join(TOOLS, name)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, (name, proc.stderr)

@@ -7,13 +7,6 @@
 # Several machines: run it on each with the same MASTER_ADDR/PORT and NNODES, and
 # NODE_RANK=0..NNODES-1:
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 bash tools/dist_train.sh CFG 8
-# The interpreter is $SAPA_PYTHON, else the project's .venv, else python3.
 set -euo pipefail
-if [ $# -lt 2 ]; then
-  echo "usage: bash tools/dist_train.sh CONFIG NPROC_PER_NODE [train.py options...]" >&2
-  exit 2
-fi
-CONFIG=$1
-NPROC=$2
-shift 2
-exec bash "$(dirname "${BASH_SOURCE[0]}")/torchrun.sh" "$NPROC" train.py "$CONFIG" --launcher pytorch "$@"
+[ $# -ge 2 ] || { echo "usage: bash tools/dist_train.sh CONFIG NPROC_PER_NODE [train.py options...]" >&2; exit 2; }
+exec bash "$(dirname "${BASH_SOURCE[0]}")/launch.sh" torchrun "$2" train.py "$1" --launcher pytorch "${@:3}"
