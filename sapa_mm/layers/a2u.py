@@ -28,8 +28,7 @@ import torch.nn.functional as F
 
 from ..ops import sapa_aggregate
 from .indexnet import _positive_int
-from .resize import fit_to_size
-from .sapa import check_pair, covering_grid
+from .sapa import check_pair, fit_to_covering_grid
 
 
 class A2U(nn.Module):
@@ -106,12 +105,11 @@ class A2U(nn.Module):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         check_pair('A2U', x, guide, self.in_channels, self.guide_channels, self.scale_factor)
-        s, out_size = self.scale_factor, tuple(guide.shape[2:])
-        lo_size, hi_size = covering_grid(x, guide, s)
-        weights = self.kernels(fit_to_size(guide, hi_size, s, extend=True))
-        value = fit_to_size(x, lo_size, s, extend=True)
-        out = sapa_aggregate(weights, value, self.kernel_size, s, backend=self.backend)
-        return out[..., :out_size[0], :out_size[1]]
+        h, w = guide.shape[2:]
+        value, guide = fit_to_covering_grid(x, guide, self.scale_factor)
+        out = sapa_aggregate(self.kernels(guide), value, self.kernel_size, self.scale_factor,
+                             backend=self.backend)
+        return out[..., :h, :w]
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '

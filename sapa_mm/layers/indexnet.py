@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .resize import fit_to_size
-from .sapa import check_pair, covering_grid
+from .sapa import check_pair, fit_to_covering_grid
 
 
 def _positive_int(owner: str, **values) -> None:
@@ -88,13 +87,10 @@ class IndexNet(nn.Module):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         check_pair('IndexNet', x, guide, self.in_channels, self.guide_channels, self.scale_factor)
-        s, out_size = self.scale_factor, tuple(guide.shape[2:])
-        lo_size, hi_size = covering_grid(x, guide, s)
-        index = self.index_map(fit_to_size(guide, hi_size, s, extend=True))
-        x_lo = fit_to_size(x, lo_size, s, extend=True)
+        s, (h, w) = self.scale_factor, guide.shape[2:]
+        x_lo, guide = fit_to_covering_grid(x, guide, s)
         x_up = x_lo.repeat_interleave(s, 2).repeat_interleave(s, 3)  # NN_up
-        out = index * x_up
-        return out[..., :out_size[0], :out_size[1]]
+        return (self.index_map(guide) * x_up)[..., :h, :w]
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '

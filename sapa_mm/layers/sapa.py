@@ -91,6 +91,13 @@ def covering_grid(x: torch.Tensor, guide: torch.Tensor, s: int):
     return lo_size, (s * lo_size[0], s * lo_size[1])
 
 
+def fit_to_covering_grid(x: torch.Tensor, guide: torch.Tensor, s: int):
+    """(x, guide) brought to the covering grid (``covering_grid``): x to the low-res
+    size, the guide to s times it."""
+    lo_size, hi_size = covering_grid(x, guide, s)
+    return fit_to_size(x, lo_size, s, extend=True), fit_to_size(guide, hi_size, s, extend=True)
+
+
 class SAPA(nn.Module):
     """Guided upsampler: ``forward(x, guide)`` upsamples x to the guide's size.
 
