@@ -36,21 +36,19 @@ def det_data(tmp_path_factory):
     return make_coco_dataset(str(tmp_path_factory.mktemp('tiny_det')))
 
 
+def _train_tiny(config, data_var, data, work_dir):
+    proc = run_tool(['train.py', config, '--work-dir', work_dir], env=tool_env(**{data_var: data}))
+    check_ok(proc)
+    return dict(work_dir=work_dir, proc=proc, data=data)
+
+
 @pytest.fixture(scope='session')
 def seg_trained(seg_data, tmp_path_factory):
     """tools/train.py on tiny_seg: 4 iterations, checkpoints at 2 and 4."""
-    work_dir = str(tmp_path_factory.mktemp('seg_work'))
-    proc = run_tool(['train.py', SEG_CONFIG, '--work-dir', work_dir],
-                    env=tool_env(TINY_SEG_ROOT=seg_data))
-    check_ok(proc)
-    return dict(work_dir=work_dir, proc=proc, data=seg_data)
+    return _train_tiny(SEG_CONFIG, 'TINY_SEG_ROOT', seg_data, str(tmp_path_factory.mktemp('seg_work')))
 
 
 @pytest.fixture(scope='session')
 def det_trained(det_data, tmp_path_factory):
     """tools/train.py on tiny_det: 2 iterations, checkpoints at 1 and 2."""
-    work_dir = str(tmp_path_factory.mktemp('det_work'))
-    proc = run_tool(['train.py', DET_CONFIG, '--work-dir', work_dir],
-                    env=tool_env(TINY_DET_ROOT=det_data))
-    check_ok(proc)
-    return dict(work_dir=work_dir, proc=proc, data=det_data)
+    return _train_tiny(DET_CONFIG, 'TINY_DET_ROOT', det_data, str(tmp_path_factory.mktemp('det_work')))

@@ -18,9 +18,7 @@ import threading
 
 import pytest
 
-from helpers import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
-
-from sapa_mm.demo import data as synth
+from helpers import ROOT, TOOLS, check_ok, describe, make_seg_dataset, run_tool, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +36,7 @@ def _options(iters=ITERS):
 
 
 def _env(data):
-    return tool_env(SAPA_DEMO_SEG=osp.join(data, 'seg'), OMP_NUM_THREADS=2,
+    return tool_env(SAPA_DEMO_SEG=data, OMP_NUM_THREADS=2,
                     OMP_WAIT_POLICY='PASSIVE', PYTHONUNBUFFERED=1)
 
 
@@ -59,10 +57,7 @@ def _sha(path):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('resume_data'))
-    synth.ensure(out, seed=0, only=('seg', ), quiet=True,
-                          seg_args=dict(n_train=32, n_val=8, size=128))
-    return out
+    return make_seg_dataset(str(tmp_path_factory.mktemp('resume_data')), n_train=32, n_val=8, size=128)
 
 
 @pytest.fixture(scope='module')

@@ -12,9 +12,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, TOOLS, check_ok, describe, tool_env
-
-from sapa_mm.demo import data as synth
+from helpers import ROOT, TOOLS, check_ok, describe, make_seg_dataset, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +34,7 @@ def _port():
 
 
 def _env(data, threads):
-    return tool_env(SAPA_DEMO_SEG=osp.join(data, 'seg'), OMP_NUM_THREADS=threads,
+    return tool_env(SAPA_DEMO_SEG=data, OMP_NUM_THREADS=threads,
                     OMP_WAIT_POLICY='PASSIVE', PYTHONUNBUFFERED=1)
 
 
@@ -79,10 +77,7 @@ def _train(data, work, world, seed=0):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('scale_data'))
-    synth.ensure(out, seed=0, only=('seg', ), quiet=True,
-                          seg_args=dict(n_train=64, n_val=16, size=128))
-    return out
+    return make_seg_dataset(str(tmp_path_factory.mktemp('scale_data')), n_train=64, n_val=16, size=128)
 
 
 @pytest.fixture(scope='module')
