@@ -33,35 +33,28 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
-dataset_type = 'BaseSegDataset'
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=4,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        metainfo=metainfo,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        reduce_zero_label=False,
-        pipeline=test_pipeline))
+
+
+def _loader(split, batch_size, sampler, pipeline):
+    return dict(
+        batch_size=batch_size,
+        num_workers=0,
+        persistent_workers=False,
+        sampler=dict(type=sampler, shuffle=split == 'train'),
+        dataset=dict(
+            type='BaseSegDataset',
+            metainfo=metainfo,
+            data_root=data_root,
+            data_prefix=dict(img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}'),
+            img_suffix='.png',
+            seg_map_suffix='.png',
+            reduce_zero_label=False,
+            pipeline=pipeline))
+
+
+train_dataloader = _loader('train', 8, 'InfiniteSampler', train_pipeline)
+val_dataloader = _loader('val', 4, 'DefaultSampler', test_pipeline)
+del _loader
 test_dataloader = val_dataloader
 
 # mIoU, boundary IoU (IoU within 2 px of the class boundaries) and the validation
