@@ -243,6 +243,23 @@ if AVAILABLE:
         return cy * W + cx, ok, wy * wx, dwx, dwy
 
     @triton.jit
+    def _bilinear(ptr, i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11,
+                  ACC: tl.constexpr):
+        """The bilinear sample of one channel (``ptr``) from its four corners."""
+        return (w00 * tl.load(ptr + i00, mask=o00, other=0.).to(ACC)
+                + w01 * tl.load(ptr + i01, mask=o01, other=0.).to(ACC)
+                + w10 * tl.load(ptr + i10, mask=o10, other=0.).to(ACC)
+                + w11 * tl.load(ptr + i11, mask=o11, other=0.).to(ACC))
+
+    @triton.jit
+    def _bilinear_scatter(ptr, val, i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11):
+        """The adjoint of ``_bilinear``: ``val`` spread over the four corners (atomics)."""
+        tl.atomic_add(ptr + i00, val * w00, mask=o00)
+        tl.atomic_add(ptr + i01, val * w01, mask=o01)
+        tl.atomic_add(ptr + i10, val * w10, mask=o10)
+        tl.atomic_add(ptr + i11, val * w11, mask=o11)
+
+    @triton.jit
     def _deform_fwd_kernel(q_ptr, k_ptr, v_ptr, off_ptr, out_ptr, attn_ptr, D, Cg, H, W, P,
                            S: tl.constexpr, ACC: tl.constexpr, BLOCK_PP: tl.constexpr,
                            BLOCK_N: tl.constexpr):
@@ -269,10 +286,7 @@ if AVAILABLE:
         for ch in range(D):
             qc = tl.load(q_ptr + ch * N + n, mask=nmask, other=0.).to(ACC)
             kc = k_ptr + ch * HW
-            ks = (w00 * tl.load(kc + i00, mask=o00, other=0.).to(ACC)
-                  + w01 * tl.load(kc + i01, mask=o01, other=0.).to(ACC)
-                  + w10 * tl.load(kc + i10, mask=o10, other=0.).to(ACC)
-                  + w11 * tl.load(kc + i11, mask=o11, other=0.).to(ACC))
+            ks = _bilinear(kc, i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11, ACC)
             logit += qc[None, :] * ks
         pp = tl.arange(0, BLOCK_PP)
         logit = tl.where((pp < P)[:, None], logit, float('-inf'))
@@ -285,10 +299,7 @@ if AVAILABLE:
         out_ptr += bg * Cg * N
         for c in range(Cg):
             vc = v_ptr + c * HW
-            vs = (w00 * tl.load(vc + i00, mask=o00, other=0.).to(ACC)
-                  + w01 * tl.load(vc + i01, mask=o01, other=0.).to(ACC)
-                  + w10 * tl.load(vc + i10, mask=o10, other=0.).to(ACC)
-                  + w11 * tl.load(vc + i11, mask=o11, other=0.).to(ACC))
+            vs = _bilinear(vc, i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11, ACC)
             tl.store(out_ptr + c * N + n, tl.sum(attn * vs, axis=0).to(out_ptr.dtype.element_ty),
                      mask=nmask)
 
@@ -365,26 +376,17 @@ if AVAILABLE:
         for ch in range(D):
             qc = tl.load(q_ptr + ch * N + n, mask=nmask, other=0.).to(ACC)[None, :]
             kc = k_ptr + ch * HW
-            ks = (w00 * tl.load(kc + i00, mask=o00, other=0.).to(ACC)
-                  + w01 * tl.load(kc + i01, mask=o01, other=0.).to(ACC)
-                  + w10 * tl.load(kc + i10, mask=o10, other=0.).to(ACC)
-                  + w11 * tl.load(kc + i11, mask=o11, other=0.).to(ACC))
+            ks = _bilinear(kc, i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11, ACC)
             tl.store(gq_ptr + ch * N + n, tl.sum(gl * ks, axis=0).to(gq_ptr.dtype.element_ty),
                      mask=nmask)
-            gkc = gk_ptr + ch * HW
-            tl.atomic_add(gkc + i00, gl * w00 * qc, mask=o00)
-            tl.atomic_add(gkc + i01, gl * w01 * qc, mask=o01)
-            tl.atomic_add(gkc + i10, gl * w10 * qc, mask=o10)
-            tl.atomic_add(gkc + i11, gl * w11 * qc, mask=o11)
+            _bilinear_scatter(gk_ptr + ch * HW, gl * qc,
+                              i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11)
         # pass 3: gv (scattered) per value channel
         gv_ptr += bg * Cg * HW
         for c in range(Cg):
             gc = tl.load(g_ptr + c * N + n, mask=nmask, other=0.).to(ACC)[None, :]
-            gvc = gv_ptr + c * HW
-            tl.atomic_add(gvc + i00, a * w00 * gc, mask=o00)
-            tl.atomic_add(gvc + i01, a * w01 * gc, mask=o01)
-            tl.atomic_add(gvc + i10, a * w10 * gc, mask=o10)
-            tl.atomic_add(gvc + i11, a * w11 * gc, mask=o11)
+            _bilinear_scatter(gv_ptr + c * HW, a * gc,
+                              i00, o00, w00, i01, o01, w01, i10, o10, w10, i11, o11, w11)
 
 
 # Tile shapes for an H100 (sm_90): 2048 float32 accumulators per program, 8 or 16
