@@ -71,18 +71,21 @@ def test_seg_train_saves_checkpoints_and_validates(seg_trained):
     assert re.search(r'Iter\(val\) \[\d+/\d+\].*mIoU: \d', log), log[-2000:]
 
 
+def _resume(config, data_var, trained, work_dir, *args):
+    """tools/train.py --resume [args] on a tiny config's data; (proc, its output)."""
+    proc = check_ok(run_tool(['train.py', config, '--work-dir', work_dir, '--resume', *args],
+                             env=tool_env(**{data_var: trained['data']})))
+    return proc, proc.stdout + proc.stderr
+
+
 def test_seg_auto_resume(seg_trained, tmp_path):
     # resume in a copy so that other tests still see the original work dir
     work_dir = str(tmp_path / 'work')
     shutil.copytree(seg_trained['work_dir'], work_dir)
     with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
         f.write(osp.join(work_dir, 'iter_4.pth'))
-    proc = check_ok(
-        run_tool(['train.py', SEG_CONFIG, '--work-dir', work_dir, '--resume',
-                  '--cfg-options', 'train_cfg.max_iters=6',
-                  'train_cfg.val_interval=100'],
-                 env=tool_env(TINY_SEG_ROOT=seg_trained['data'])))
-    out = proc.stdout + proc.stderr
+    proc, out = _resume(SEG_CONFIG, 'TINY_SEG_ROOT', seg_trained, work_dir, '--cfg-options',
+                        'train_cfg.max_iters=6', 'train_cfg.val_interval=100')
     assert 'resumed epoch: 0, iter: 4' in out, describe(proc)
     # only iterations 5 and 6 ran in this process
     assert _iters_logged(out) == [5, 6], describe(proc)
@@ -139,11 +142,8 @@ def test_det_train_saves_checkpoints(det_trained):
 def test_det_resume_from_given_checkpoint(det_trained, tmp_path):
     work_dir = str(tmp_path / 'work')
     ckpt = osp.join(det_trained['work_dir'], 'iter_1.pth')
-    proc = check_ok(
-        run_tool(['train.py', DET_CONFIG, '--work-dir', work_dir, '--resume',
-                  ckpt, '--cfg-options', 'train_cfg.max_iters=3'],
-                 env=tool_env(TINY_DET_ROOT=det_trained['data'])))
-    out = proc.stdout + proc.stderr
+    proc, out = _resume(DET_CONFIG, 'TINY_DET_ROOT', det_trained, work_dir, ckpt,
+                        '--cfg-options', 'train_cfg.max_iters=3')
     assert 'resumed epoch: 0, iter: 1' in out, describe(proc)
     assert _iters_logged(out) == [2, 3], describe(proc)
     assert osp.isfile(osp.join(work_dir, 'iter_3.pth'))
