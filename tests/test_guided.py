@@ -235,19 +235,24 @@ def test_carafe_cpu_path_matches_mmcv_cuda_kernel():
         assert torch.allclose(a.grad, b.grad.cpu(), atol=1e-4)
 
 
+def _without_openmmlab(body):
+    """Run ``body`` in a fresh interpreter where mm* packages cannot be imported and
+    ``build_guided_upsampler`` is imported."""
+    code = ('import sys\n'
+            'for m in ("mmcv", "mmengine", "mmseg", "mmdet"): sys.modules[m] = None\n'
+            'from sapa_mm.layers.guided import build_guided_upsampler\n' + body)
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_imports_and_builds_with_torch_alone():
     """No mmcv / mmengine: interpolations and SAPA still build and run."""
-    code = (
-        'import sys\n'
-        'for m in ("mmcv", "mmengine", "mmseg", "mmdet"): sys.modules[m] = None\n'
+    proc = _without_openmmlab(
         'import torch\n'
-        'from sapa_mm.layers.guided import build_guided_upsampler\n'
         'x, g = torch.randn(1, 8, 5, 6), torch.randn(1, 8, 9, 12)\n'
         'for cfg in ("bilinear", dict(mode="nearest"), dict(type="SAPA")):\n'
         '    assert build_guided_upsampler(cfg, 8)(x, g).shape == (1, 8, 9, 12)\n'
         'print("ok")\n')
-    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
     assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr
 
 
@@ -326,15 +331,10 @@ def test_resize_helper_fits_on_the_grid_or_resizes():
 
 
 def test_carafe_without_mmcv_is_a_clear_error():
-    code = (
-        'import sys\n'
-        'for m in ("mmcv", "mmengine", "mmseg", "mmdet"): sys.modules[m] = None\n'
-        'from sapa_mm.layers.guided import build_guided_upsampler\n'
+    proc = _without_openmmlab(
         'try:\n'
         '    build_guided_upsampler(dict(type="carafe"), 8)\n'
         'except ImportError as e:\n'
         '    print("ImportError:", e)\n')
-    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
     assert proc.returncode == 0 and 'ImportError' in proc.stdout and 'mmcv' in proc.stdout, \
         proc.stdout + proc.stderr
