@@ -31,6 +31,14 @@ def seg_data(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def demo_seg_data(tmp_path_factory):
+    """The demo segmentation set, 64 + 16 images of 128x128 (end-to-end runs of the demo
+    configs: resume, scale-out)."""
+    return make_seg_dataset(str(tmp_path_factory.mktemp('demo_seg')), n_train=64, n_val=16,
+                            size=128)
+
+
+@pytest.fixture(scope='session')
 def det_data(tmp_path_factory):
     """The demo instance set, 6 + 3 images of 128x128 (tests/configs/tiny_det.py)."""
     return make_coco_dataset(str(tmp_path_factory.mktemp('tiny_det')))
@@ -45,10 +53,12 @@ def _train_tiny(config, data_var, data, work_dir):
 @pytest.fixture(scope='session')
 def seg_trained(seg_data, tmp_path_factory):
     """tools/train.py on tiny_seg: 4 iterations, checkpoints at 2 and 4."""
-    return _train_tiny(SEG_CONFIG, 'TINY_SEG_ROOT', seg_data, str(tmp_path_factory.mktemp('seg_work')))
+    work_dir = str(tmp_path_factory.mktemp('seg_work'))
+    return _train_tiny(SEG_CONFIG, 'TINY_SEG_ROOT', seg_data, work_dir)
 
 
 @pytest.fixture(scope='session')
 def det_trained(det_data, tmp_path_factory):
     """tools/train.py on tiny_det: 2 iterations, checkpoints at 1 and 2."""
-    return _train_tiny(DET_CONFIG, 'TINY_DET_ROOT', det_data, str(tmp_path_factory.mktemp('det_work')))
+    work_dir = str(tmp_path_factory.mktemp('det_work'))
+    return _train_tiny(DET_CONFIG, 'TINY_DET_ROOT', det_data, work_dir)

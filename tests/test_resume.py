@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from helpers import ROOT, TOOLS, check_ok, describe, make_seg_dataset, run_tool, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, run_tool, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ def _options(iters=ITERS):
             'model.data_preprocessor.size=(128,128)']  # the small test images
 
 
-def _env(data):
-    return tool_env(SAPA_DEMO_SEG=data, OMP_NUM_THREADS=2,
+def _env(data_root):
+    return tool_env(SAPA_DEMO_SEG=data_root, OMP_NUM_THREADS=2,
                     OMP_WAIT_POLICY='PASSIVE', PYTHONUNBUFFERED=1)
 
 
@@ -56,23 +56,18 @@ def _sha(path):
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_seg_dataset(str(tmp_path_factory.mktemp('resume_data')), n_train=32, n_val=8, size=128)
-
-
-@pytest.fixture(scope='module')
-def uninterrupted(data, tmp_path_factory):
+def uninterrupted(demo_seg_data, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('uninterrupted'))
-    proc = subprocess.run(_train_cmd(work), env=_env(data), cwd=ROOT, capture_output=True,
+    proc = subprocess.run(_train_cmd(work), env=_env(demo_seg_data), cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
     check_ok(proc)
     return work
 
 
 @pytest.fixture(scope='module')
-def killed_and_resumed(data, tmp_path_factory):
+def killed_and_resumed(demo_seg_data, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('killed'))
-    proc = subprocess.Popen(_train_cmd(work), env=_env(data), cwd=ROOT,
+    proc = subprocess.Popen(_train_cmd(work), env=_env(demo_seg_data), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(900, proc.kill)
     watchdog.start()
@@ -94,7 +89,7 @@ def killed_and_resumed(data, tmp_path_factory):
     assert killed, 'the run ended before it could be killed:\n' + ''.join(seen[-40:])
     assert proc.returncode == -signal.SIGKILL
     before = sorted(osp.basename(p) for p in glob.glob(osp.join(work, 'iter_*.pth')))
-    resumed = subprocess.run(_train_cmd(work, '--resume'), env=_env(data), cwd=ROOT,
+    resumed = subprocess.run(_train_cmd(work, '--resume'), env=_env(demo_seg_data), cwd=ROOT,
                              capture_output=True, text=True, timeout=900)
     check_ok(resumed)
     return dict(work=work, before=before, resumed=resumed)
@@ -154,11 +149,11 @@ def _corrupt_copy(src, dst, how):
 
 
 @pytest.mark.parametrize('how', ['truncated', 'corrupted'])
-def test_bad_checkpoint_stops_with_clear_error(uninterrupted, data, tmp_path, how):
+def test_bad_checkpoint_stops_with_clear_error(uninterrupted, demo_seg_data, tmp_path, how):
     work = str(tmp_path / 'work')
     target, older = _corrupt_copy(uninterrupted, work, how)
     assert older, 'expected older checkpoints next to the bad one'
-    proc = subprocess.run(_train_cmd(work, '--resume', iters=ITERS + 4), env=_env(data),
+    proc = subprocess.run(_train_cmd(work, '--resume', iters=ITERS + 4), env=_env(demo_seg_data),
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, describe(proc)
     err = proc.stderr
@@ -174,11 +169,11 @@ def test_bad_checkpoint_stops_with_clear_error(uninterrupted, data, tmp_path, ho
         assert f.read().strip() == target
 
 
-def test_explicit_garbage_checkpoint_and_test_tool(uninterrupted, data, tmp_path):
+def test_explicit_garbage_checkpoint_and_test_tool(uninterrupted, demo_seg_data, tmp_path):
     bad = tmp_path / 'garbage.pth'
     bad.write_bytes(os.urandom(4096))
     proc = subprocess.run(_train_cmd(str(tmp_path / 'w'), '--resume', str(bad)),
-                          env=_env(data), cwd=ROOT, capture_output=True, text=True,
+                          env=_env(demo_seg_data), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, describe(proc)
     assert re.search(r'^error: .*garbage\.pth.*(corrupt|truncated)', proc.stderr, re.M), \
@@ -188,7 +183,7 @@ def test_explicit_garbage_checkpoint_and_test_tool(uninterrupted, data, tmp_path
     with open(osp.join(uninterrupted, f'iter_{ITERS}.pth'), 'rb') as f:
         trunc.write_bytes(f.read()[:100_000])
     proc = run_tool(['test.py', CONFIG, str(trunc), '--work-dir', str(tmp_path / 't')],
-                    env=_env(data), timeout=600)
+                    env=_env(demo_seg_data), timeout=600)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, describe(proc)
     assert re.search(r'^error: .*trunc\.pth.*(corrupt|truncated)', proc.stderr, re.M), \
         describe(proc)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, TOOLS, check_ok, describe, make_seg_dataset, tool_env
+from helpers import ROOT, TOOLS, check_ok, describe, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ def _port():
         return s.getsockname()[1]
 
 
-def _env(data, threads):
-    return tool_env(SAPA_DEMO_SEG=data, OMP_NUM_THREADS=threads,
+def _env(data_root, threads):
+    return tool_env(SAPA_DEMO_SEG=data_root, OMP_NUM_THREADS=threads,
                     OMP_WAIT_POLICY='PASSIVE', PYTHONUNBUFFERED=1)
 
 
@@ -63,41 +63,36 @@ def _final_val(work_dir):
     return max(rows, key=lambda r: r['step'])
 
 
-def _train(data, work, world, seed=0):
+def _train(data_root, work, world, seed=0):
     cmd = ([sys.executable] if world == 1 else _torchrun(world, _port()))
     cmd += [osp.join(TOOLS, 'train.py'), CONFIG, '--work-dir', work]
     if world > 1:
         cmd += ['--launcher', 'pytorch']
     cmd += _options(world, seed)
-    proc = subprocess.run(cmd, env=_env(data, 2 // world), cwd=ROOT, capture_output=True,
+    proc = subprocess.run(cmd, env=_env(data_root, 2 // world), cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
     check_ok(proc)
     return proc
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    return make_seg_dataset(str(tmp_path_factory.mktemp('scale_data')), n_train=64, n_val=16, size=128)
-
-
-@pytest.fixture(scope='module')
-def one_process(data, tmp_path_factory):
+def one_process(demo_seg_data, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('one_proc'))
-    _train(data, work, 1)
+    _train(demo_seg_data, work, 1)
     return work
 
 
-def test_two_processes_evaluate_exactly_like_one(one_process, data, tmp_path):
+def test_two_processes_evaluate_exactly_like_one(one_process, demo_seg_data, tmp_path):
     ckpt = osp.join(one_process, f'iter_{ITERS}.pth')
     single = subprocess.run(
         [sys.executable, osp.join(TOOLS, 'test.py'), CONFIG, ckpt, '--work-dir',
-         str(tmp_path / 't1')], env=_env(data, 2), cwd=ROOT, capture_output=True,
+         str(tmp_path / 't1')], env=_env(demo_seg_data, 2), cwd=ROOT, capture_output=True,
         text=True, timeout=600)
     check_ok(single)
     double = subprocess.run(
         _torchrun(2, _port()) + [osp.join(TOOLS, 'test.py'), CONFIG, ckpt, '--work-dir',
                                  str(tmp_path / 't2'), '--launcher', 'pytorch'],
-        env=_env(data, 1), cwd=ROOT, capture_output=True, text=True, timeout=600)
+        env=_env(demo_seg_data, 1), cwd=ROOT, capture_output=True, text=True, timeout=600)
     check_ok(double)
 
     def metrics(out):
@@ -107,16 +102,16 @@ def test_two_processes_evaluate_exactly_like_one(one_process, data, tmp_path):
     assert m1 == m2, (m1, m2)
 
 
-def test_two_processes_train_like_one(one_process, data, tmp_path):
+def test_two_processes_train_like_one(one_process, demo_seg_data, tmp_path):
     work = str(tmp_path / 'two_proc')
-    proc = _train(data, work, 2)
+    proc = _train(demo_seg_data, work, 2)
     log = proc.stdout + proc.stderr
     # both ranks ran: a gloo process group of 2 (rank 0 logs the world size)
     assert re.search(r'world_size:\s*2|Distributed training: True', log), log[-3000:]
     assert osp.isfile(osp.join(work, f'iter_{ITERS}.pth'))
     one, two = _final_val(one_process), _final_val(work)
     other_seed = str(tmp_path / 'seed1')
-    _train(data, other_seed, 1, seed=1)
+    _train(demo_seg_data, other_seed, 1, seed=1)
     seed_gap = _final_val(other_seed)
     report = {k: dict(one_proc=one[k], two_proc=two[k], one_proc_seed1=seed_gap[k])
               for k in ('mIoU', 'mBIoU')}
@@ -127,7 +122,7 @@ def test_two_processes_train_like_one(one_process, data, tmp_path):
     assert two['mIoU'] > 30, report
 
 
-def test_two_nodes_on_loopback(data, tmp_path):
+def test_two_nodes_on_loopback(demo_seg_data, tmp_path):
     work = str(tmp_path / 'two_nodes')
     port = _port()
     procs = []
@@ -135,7 +130,7 @@ def test_two_nodes_on_loopback(data, tmp_path):
         cmd = _torchrun(1, port, nnodes=2, node_rank=rank) + [
             osp.join(TOOLS, 'train.py'), CONFIG, '--work-dir', work, '--launcher', 'pytorch'
         ] + _options(2, iters=10)
-        procs.append(subprocess.Popen(cmd, env=_env(data, 1), cwd=ROOT,
+        procs.append(subprocess.Popen(cmd, env=_env(demo_seg_data, 1), cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outs = []
