@@ -107,3 +107,17 @@ def onnx_export_and_run(module, x, guide, path, dynamo):
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), module(x, guide), atol=1e-4, rtol=1e-4)
     return {n.op_type for n in model.graph.node}
+
+
+def break_triton(monkeypatch, library, *kernels):
+    """Make the named kernels of ``library.triton_backend`` raise, as a driver or PTX
+    mismatch would, and forget earlier failures; returns the list their calls append to."""
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError('simulated: PTX too new for this driver')
+    for name in kernels:
+        monkeypatch.setattr(library.triton_backend, name, broken)
+    monkeypatch.setattr(library, '_triton_failed', False)
+    return calls

@@ -8,6 +8,8 @@ import zipfile
 import pytest
 import torch
 
+from helpers import break_triton
+
 from sapa_mm.ops import library, sapa_upsample, upsample_reference
 from sapa_mm.ops import sapa as dispatch
 
@@ -117,14 +119,7 @@ def test_jit_trace_records_the_op_by_name():
 
 
 def test_failing_triton_kernel_warns_once_and_uses_torch(monkeypatch):
-    calls = []
-
-    def broken(*args):
-        calls.append(1)
-        raise RuntimeError('simulated: PTX too new for this driver')
-    monkeypatch.setattr(library.triton_backend, 'upsample_forward', broken)
-    monkeypatch.setattr(library.triton_backend, 'correlate', broken)
-    monkeypatch.setattr(library, '_triton_failed', False)
+    calls = break_triton(monkeypatch, library, 'upsample_forward', 'correlate')
     monkeypatch.setattr(dispatch.triton_backend, 'AVAILABLE', True)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     assert dispatch._triton_ready()

@@ -4,6 +4,8 @@ the module and its ONNX export."""
 import pytest
 import torch
 
+from helpers import break_triton
+
 from sapa_mm.ops import deform_upsample_reference, library, sapa_deform_upsample
 
 BACKENDS = ['torch', 'cpu']
@@ -256,14 +258,7 @@ def test_attention_output_is_not_differentiable():
 
 def test_failing_triton_kernel_warns_once_and_uses_torch(monkeypatch):
     import warnings
-    calls = []
-
-    def broken(*args):
-        calls.append(1)
-        raise RuntimeError('simulated: out of shared memory')
-    monkeypatch.setattr(library.triton_backend, 'deform_forward', broken)
-    monkeypatch.setattr(library.triton_backend, 'deform_backward', broken)
-    monkeypatch.setattr(library, '_triton_failed', False)
+    calls = break_triton(monkeypatch, library, 'deform_forward', 'deform_backward')
     inputs = [t.requires_grad_() for t in make(1, 2, 2, 4, 3, 3, 3, 2)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')

@@ -41,20 +41,12 @@ class GuidedFPN(FPN):
                  act_cfg=None,
                  upsample_cfg=dict(mode='nearest'),
                  init_cfg=dict(type='Xavier', layer='Conv2d', distribution='uniform')) -> None:
-        super().__init__(
-            in_channels=in_channels,
-            out_channels=out_channels,
-            num_outs=num_outs,
-            start_level=start_level,
-            end_level=end_level,
-            add_extra_convs=add_extra_convs,
-            relu_before_extra_convs=relu_before_extra_convs,
-            no_norm_on_lateral=no_norm_on_lateral,
-            conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg,
-            act_cfg=act_cfg,
-            upsample_cfg=upsample_cfg,
-            init_cfg=init_cfg)
+        super().__init__(in_channels, out_channels, num_outs, start_level=start_level,
+                         end_level=end_level, add_extra_convs=add_extra_convs,
+                         relu_before_extra_convs=relu_before_extra_convs,
+                         no_norm_on_lateral=no_norm_on_lateral, conv_cfg=conv_cfg,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg, upsample_cfg=upsample_cfg,
+                         init_cfg=init_cfg)
         steps = self.backbone_end_level - self.start_level - 1
         self.upsamplers = nn.ModuleList(
             build_guided_upsampler(self.upsample_cfg, out_channels, out_channels, scale_factor=2)
