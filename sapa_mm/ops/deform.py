@@ -22,6 +22,7 @@ import torch
 from . import cpu_backend, library
 from .sapa import _as_plain_ops, _check_common, _check_hires, _trace_constant, resolve_backend
 from .torch_backend import deform_forward as deform_torch
+from .torch_backend import promoted_dtype
 
 __all__ = ['sapa_deform_upsample', 'deform_torch']
 
@@ -51,13 +52,6 @@ def _check_deform(query, key, value, offset, G: int, s: int) -> None:
     if offset.shape[2:] != query.shape[2:]:
         raise ValueError(f'offset and query must have the same spatial size: '
                          f'offset {tuple(offset.shape)} vs query {tuple(query.shape)}')
-
-
-def _out_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dt = tensors[0].dtype
-    for t in tensors[1:]:
-        dt = torch.promote_types(dt, t.dtype)
-    return dt
 
 
 @_trace_constant
@@ -95,7 +89,7 @@ def sapa_deform_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     _check_deform(query, key, value, offset, num_groups, scale_factor)
     if _as_plain_ops():
         out, _ = deform_torch(query, key, value, offset, num_groups, scale_factor)
-        return out.to(_out_dtype(query, key, value, offset))
+        return out.to(promoted_dtype(query, key, value, offset))
     backend = _deform_backend(backend, value.device)
     out, _ = library.deform_upsample(query, key, value, offset, num_groups, scale_factor, backend)
     return out

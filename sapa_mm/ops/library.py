@@ -108,18 +108,12 @@ def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: st
     return _c(out), _c(attn)
 
 
-def _promoted(*tensors: Tensor) -> torch.dtype:
-    dt = tensors[0].dtype
-    for t in tensors[1:]:
-        dt = torch.promote_types(dt, t.dtype)
-    return dt
-
 
 def deform_upsample_kernel(q: Tensor, k: Tensor, v: Tensor, offset: Tensor, G: int, s: int,
                            backend: str) -> Tuple[Tensor, Tensor]:
     q, k, v, offset = _c(q), _c(k), _c(v), _c(offset)
     out, attn = _run(backend, 'deform_forward', lambda impl: impl.deform_forward(q, k, v, offset, G, s))
-    return _c(out.to(_promoted(q, k, v, offset))), _c(attn)
+    return _c(out.to(torch_backend.promoted_dtype(q, k, v, offset))), _c(attn)
 
 
 def deform_backward_kernel(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, offset: Tensor, attn: Tensor,
@@ -266,7 +260,7 @@ if HAS_CUSTOM_OP:
     def _(q, k, v, offset, G, s, backend):
         B, C, H, W = v.shape
         P = offset.shape[1] // (2 * G)
-        return (v.new_empty(B, C, s * H, s * W, dtype=_promoted(q, k, v, offset)),
+        return (v.new_empty(B, C, s * H, s * W, dtype=torch_backend.promoted_dtype(q, k, v, offset)),
                 v.new_empty(B, G, P, s * s * H * W, dtype=torch_backend.acc_dtype(q, k, v, offset)))
 
     @deform_backward.register_fake

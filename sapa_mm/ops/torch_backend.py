@@ -16,6 +16,7 @@ This path loops over the K² taps and never holds more than one output-sized
 temporary: it never materialises the (B, C·K², H, W) unfold of the value.
 Outputs are float32 for half inputs (the accumulation type) and float64 for float64.
 """
+import functools
 from typing import Iterator, Tuple
 
 import torch
@@ -25,6 +26,11 @@ import torch.nn.functional as F
 def acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32: the accumulation type."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def promoted_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype the inputs promote to: the dtype of an op's output."""
+    return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
 
 
 def _taps(v: torch.Tensor, K: int) -> Iterator[Tuple[int, torch.Tensor]]:

@@ -25,6 +25,8 @@ from typing import Tuple
 
 import torch
 
+from .torch_backend import acc_dtype, promoted_dtype
+
 try:
     import triton
     import triton.language as tl
@@ -400,10 +402,6 @@ _AGG_PIXELS = 128
 _SCATTER_PIXELS = 64
 
 
-def _acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (the accumulation type)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
 
 def _tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
@@ -456,7 +454,7 @@ def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     B, C, H, W = v.shape
     if g.shape[1] != C:
         raise ValueError(f'channel counts differ: {g.shape[1]} vs {C}')
-    acc = _acc_dtype(g, v)
+    acc = acc_dtype(g, v)
     out = torch.empty(B, K * K, s * H, s * W, device=v.device, dtype=acc)
     if out.numel() == 0:
         return out
@@ -489,7 +487,7 @@ def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     grid = (triton.cdiv(s * s * H * W, _AGG_PIXELS), triton.cdiv(C, block_c), B)
     with _on_device(v):
         _aggregate_kernel[grid](w, v, out, C, H, W, K=K, S=s,
-                                ACC=_tl_acc(_acc_dtype(w, v)), BLOCK_C=block_c,
+                                ACC=_tl_acc(acc_dtype(w, v)), BLOCK_C=block_c,
                                 BLOCK_P=_AGG_PIXELS, num_warps=4)
     return out
 
@@ -514,7 +512,7 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
     grid = (triton.cdiv(H * W, _SCATTER_PIXELS), triton.cdiv(C, block_c), B)
     with _on_device(g):
         _scatter_kernel[grid](w, g, out, C, H, W, K=K, S=s,
-                              ACC=_tl_acc(_acc_dtype(w, g)), BLOCK_C=block_c,
+                              ACC=_tl_acc(acc_dtype(w, g)), BLOCK_C=block_c,
                               BLOCK_P=_SCATTER_PIXELS, num_warps=4)
     return out
 
@@ -540,7 +538,7 @@ def upsample_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, K: int,
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     B, C, H, W = v.shape
     D = k.shape[1]
-    acc = _acc_dtype(q, k, v)
+    acc = acc_dtype(q, k, v)
     out = torch.empty(B, C, s * H, s * W, device=v.device, dtype=v.dtype)
     attn = torch.empty(B, K * K, s * H, s * W, device=v.device, dtype=acc)
     if attn.numel() == 0:
@@ -590,12 +588,6 @@ def _check_deform(query, key, value, offset, G: int, s: int) -> int:
     return offset.shape[1] // (2 * G)
 
 
-def _promoted(*tensors: torch.Tensor) -> torch.dtype:
-    dt = tensors[0].dtype
-    for t in tensors[1:]:
-        dt = torch.promote_types(dt, t.dtype)
-    return dt
-
 
 def deform_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                    offset: torch.Tensor, G: int, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -612,9 +604,9 @@ def deform_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     P = _check_deform(query, key, value, offset, G, s)
     query, key, value, offset = (t.contiguous() for t in (query, key, value, offset))
     B, C, H, W = value.shape
-    acc = _acc_dtype(query, key, value, offset)
+    acc = acc_dtype(query, key, value, offset)
     out = torch.empty(B, C, s * H, s * W, device=value.device,
-                      dtype=_promoted(query, key, value, offset))
+                      dtype=promoted_dtype(query, key, value, offset))
     attn = torch.empty(B, G, P, s * s * H * W, device=value.device, dtype=acc)
     if attn.numel() == 0:
         return out, attn
@@ -644,7 +636,7 @@ def deform_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
     if tuple(grad.shape) != (B, C, s * H, s * W) or tuple(attn.shape) != (B, G, P, s * s * H * W):
         raise ValueError(f'grad {tuple(grad.shape)} / attention {tuple(attn.shape)} do not match '
                          f'the output {(B, C, s * H, s * W)} / {(B, G, P, s * s * H * W)}')
-    acc = _acc_dtype(query, key, value, offset, grad)
+    acc = acc_dtype(query, key, value, offset, grad)
     gq = torch.empty(query.shape, device=query.device, dtype=acc)
     goff = torch.empty(offset.shape, device=offset.device, dtype=acc)
     gk = torch.zeros(key.shape, device=key.device, dtype=acc)  # atomic targets
