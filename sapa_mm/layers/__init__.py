@@ -7,7 +7,8 @@ from .a2u import A2U
 from .guided import GUIDED_UPSAMPLERS, UPSAMPLERS, build_guided_upsampler, init_upsampler
 from .indexnet import IndexNet
 from .resize import fit_to_size
-from .sapa import SAPA, LayerNorm2d
+from .norm import LayerNorm2d
+from .sapa import SAPA
 
 
 def _register_with_mmengine() -> None:

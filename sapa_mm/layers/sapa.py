@@ -29,7 +29,6 @@ SAPA starts close to a centred K x K box average; Xavier-uniform (std 0.083 at
 to the projections. Where the enclosing model re-initialises SAPA instead (mmdet's
 FPN init_cfg), see docs/integration.md.
 """
-import math
 from typing import Optional
 
 import torch
@@ -37,33 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import sapa_deform_upsample, sapa_upsample
+from .norm import make_norm, norm_project
 from .resize import fit_to_size
 
 VARIANTS = ('I', 'B', 'G', 'D')
 NORMS = ('LN', 'GN', None)
 
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW tensor (the conference code's norm)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def project(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-        """``conv(self(x))`` for a 1x1 conv, computed channels-last as one linear: the
-        normalised C-channel tensor is never transposed back, only the d-channel result.
-        (Under torch.compile that transposing copy cost more than the whole SAPA op.)"""
-        y = super().forward(x.permute(0, 2, 3, 1))
-        return F.linear(y, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
-
-
-def make_norm(norm: Optional[str], channels: int) -> nn.Module:
-    if norm is None:
-        return nn.Identity()
-    if norm == 'LN':
-        return LayerNorm2d(channels)
-    # the journal code's GroupNorm(32, C); fewer groups when 32 does not divide C
-    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
 def check_pair(owner: str, x: torch.Tensor, guide: torch.Tensor, in_channels: int,
@@ -192,13 +170,12 @@ class SAPA(nn.Module):
         if self.variant == 'I':
             query, key = guide, x
         else:
-            query = self._norm_project(self.norm_guide, self.query_proj, guide)
+            query, = norm_project(self.norm_guide, guide, [self.query_proj])
             if self.variant == 'B':
-                key = self._norm_project(self.norm_x, self.key_proj, x)
-            else:  # 'G' reuses the normalised x
-                x_normed = self.norm_x(x)
-                key = self.key_proj(x_normed)
-                gate = self._nearest_up(torch.sigmoid(self.gate(x_normed)), out_size)
+                key, = norm_project(self.norm_x, x, [self.key_proj])
+            else:  # 'G': key and gate read the same normalised x
+                key, gate = norm_project(self.norm_x, x, [self.key_proj, self.gate])
+                gate = self._nearest_up(torch.sigmoid(gate), out_size)
                 query_x = self._nearest_up(self.query_proj_x(x), out_size)
                 query = gate * query + (1 - gate) * query_x
         value = fit_to_size(x, lo_size, s, extend=True)
@@ -211,14 +188,11 @@ class SAPA(nn.Module):
                         hi_size: tuple) -> torch.Tensor:
         s = self.scale_factor
         value = fit_to_size(x, lo_size, s, extend=True)
-        key = fit_to_size(self.key_proj(self.norm_x(x)), lo_size, s, extend=True)
-        query = fit_to_size(self.query_proj(self.norm_guide(guide)), hi_size, s, extend=True)
+        key = fit_to_size(norm_project(self.norm_x, x, [self.key_proj])[0], lo_size, s, extend=True)
+        query = fit_to_size(norm_project(self.norm_guide, guide, [self.query_proj])[0], hi_size, s,
+                            extend=True)
         offset = F.pixel_shuffle(self.offset_proj(value), s)  # 1x1 conv: fit then conv = conv then fit
         return sapa_deform_upsample(query, key, value, offset, self.num_groups, s, backend=self.backend)
-
-    @staticmethod
-    def _norm_project(norm: nn.Module, conv: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
-        return norm.project(t, conv) if isinstance(norm, LayerNorm2d) else conv(norm(t))
 
     def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
         """Pixel p takes t at (y // s, x // s), as the window centres do."""

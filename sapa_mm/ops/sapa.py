@@ -36,11 +36,11 @@ def _triton_ready() -> bool:
             and not library.triton_failed())
 
 
-def _as_plain_ops() -> bool:
+def exporting() -> bool:
     """ONNX and torch.export record standard ops, so they get the 'torch' path inline."""
     compiler = getattr(torch, 'compiler', None)  # torch < 2.1 has neither
-    exporting = getattr(compiler, 'is_exporting', None)
-    return bool(exporting and exporting()) or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
+    is_exporting = getattr(compiler, 'is_exporting', None)
+    return bool(is_exporting and is_exporting()) or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -160,7 +160,7 @@ def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5
     _check_common(kernel_size, scale_factor, query=query, key=key)
     _check_qk(query, key, scale_factor)
     out_dtype = torch.promote_types(query.dtype, key.dtype)
-    if _as_plain_ops():
+    if exporting():
         return torch_backend.correlate(query, key, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, query.device)
     return library.correlate(query, key, kernel_size, scale_factor, backend).to(out_dtype)
@@ -172,7 +172,7 @@ def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int 
     _check_common(kernel_size, scale_factor, weights=weights, value=value)
     _check_weights_value(weights, value, kernel_size, scale_factor)
     out_dtype = torch.promote_types(weights.dtype, value.dtype)
-    if _as_plain_ops():
+    if exporting():
         return torch_backend.aggregate(weights, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
     return library.aggregate(weights, value, kernel_size, scale_factor, backend).to(out_dtype)
@@ -201,7 +201,7 @@ def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         raise ValueError(f'value and key must have the same spatial size: '
                          f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
     out_dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
-    if _as_plain_ops():
+    if exporting():
         attn = torch_backend.correlate(query, key, kernel_size, scale_factor).softmax(1)
         return torch_backend.aggregate(attn, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)

@@ -12,9 +12,12 @@ G = 4 groups, P = 9 points) side by side:
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
                                                  # bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U
     python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
+    python tools/benchmark_op.py --models A.py B.py [--shape H W] [--batch N]
+                                                 # one training step of two configs
 
 Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE row of
-``--modules`` needs mmcv (CARAFEPack) and is skipped without it.
+``--modules`` needs mmcv (CARAFEPack) and is skipped without it, and ``--models``
+needs the OpenMMLab stack (:mod:`.benchmark_models`).
 """
 import argparse
 import statistics
@@ -193,7 +196,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (default 2)')
-    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--repeats', type=int, help='timed rounds (default 7; 4 with --models)')
     parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
     parser.add_argument('--modules', action='store_true',
@@ -201,12 +204,25 @@ def main(argv=None):
                         'x2 step, C = 256, instead of the operator')
     parser.add_argument('--compile', action='store_true',
                         help='only the SAPA-B module, eager vs torch.compile')
+    parser.add_argument('--models', nargs='+', metavar='CONFIG',
+                        help='time one training step of each config (forward + backward, train mode, '
+                        'pretrained weights off), interleaved; ratios to the first')
+    parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
+                        help='--models: input size (default: the first config\'s crop / test size)')
+    parser.add_argument('--batch', type=int, default=2, help='--models: images per step (default 2)')
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is visible')
     torch.set_num_threads(args.threads)
+    repeats = args.repeats or 7
+    if args.models:
+        if device.type != 'cpu':
+            parser.error('--models runs on the CPU')
+        from .benchmark_models import compare_models
+        compare_models(args.models, args.shape, args.batch, args.repeats or 4)
+        return
     backends = ['torch']
     if device.type == 'cpu' and cpu_backend.available():
         backends.append('cpu')
@@ -231,11 +247,11 @@ def main(argv=None):
               'allocated during forward+backward beyond the inputs and parameters')
         fns, out_bytes, params = module_cases(**c, s=2, device=device)
         report(f"B={c['B']} C={c['C']} {c['H']}x{c['W']} -> {2 * c['H']}x{2 * c['W']} "
-               'float32, train mode', fns, out_bytes, device, args.repeats, params)
+               'float32, train mode', fns, out_bytes, device, repeats, params)
         return
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
     if args.compile:
-        return compile_report(device, args.repeats, args.quick)
+        return compile_report(device, repeats, args.quick)
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
           'output = bytes of the (B, C, sH, sW) output')
     for dtype in dtypes:
@@ -243,7 +259,7 @@ def main(argv=None):
         title = (f"B={c['B']} C={c['C']} d={c['d']} {c['H']}x{c['W']} -> {c['s'] * c['H']}x{c['s'] * c['W']} "
                  f"K={c['K']} {str(dtype).replace('torch.', '')}")
         fns, out_bytes = cases(**c, dtype=dtype, device=device, backends=backends)
-        report(title, fns, out_bytes, device, args.repeats)
+        report(title, fns, out_bytes, device, repeats)
     if args.no_sweep:
         return
     print('\nsweep (float32)')
@@ -251,4 +267,4 @@ def main(argv=None):
         title = (f"B={c['B']} C={c['C']} d={c['d']} {c['H']}x{c['W']} -> {c['s'] * c['H']}x{c['s'] * c['W']} "
                  f"K={c['K']}")
         fns, out_bytes = cases(**c, dtype=torch.float32, device=device, backends=backends)
-        report(title, fns, out_bytes, device, max(3, args.repeats // 2))
+        report(title, fns, out_bytes, device, max(3, repeats // 2))

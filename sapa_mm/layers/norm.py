@@ -1,0 +1,163 @@
+"""Channel norms of the guided upsamplers, and a 1x1 projection of a normalised map
+that never materialises the normalised map.
+
+SAPA's query and key are ``conv1x1(Norm(t))``: a C-channel map normalised only to be
+projected at once to d << C channels. For LayerNorm over the channels, with per-pixel
+mean mu and rstd = 1 / sqrt(var + eps), the projection folds into the conv:
+
+    W · LN(t) + b = rstd · ((W∘γ) · t − mu · (W∘γ)·1) + (W·β + b)
+
+one matmul of the raw t plus per-pixel statistics; the backward needs only t, the
+statistics and the d-channel result (``_LayerNormProject``). Measured on the module
+benchmark this replaced a channels-last copy, the normalised map, its gradient and
+their transposes (docs/performance.md). GroupNorm folds the same way, per image and
+group: ``W · GN(t) = (W · diag(γ·rstd)) · t + W · (β − γ·rstd·mu) + b``.
+
+``norm_project(norm, t, convs)`` computes ``[conv(norm(t)) for conv in convs]`` so,
+one matmul for all convs; the modules keep their ``nn.LayerNorm`` / ``nn.GroupNorm``
+and ``nn.Conv2d`` parameters, so state dicts are unchanged.
+"""
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch.autograd.function import once_differentiable
+
+from ..ops.sapa import exporting
+from ..ops.torch_backend import acc_dtype
+
+__all__ = ['LayerNorm2d', 'make_norm', 'norm_project']
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (the conference code's norm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def make_norm(norm: Optional[str], channels: int) -> nn.Module:
+    if norm is None:
+        return nn.Identity()
+    if norm == 'LN':
+        return LayerNorm2d(channels)
+    # the journal code's GroupNorm(32, C); fewer groups when 32 does not divide C
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def channel_stats(t3: torch.Tensor, eps: float):
+    """(mean, rstd) over dim 1 of (B, C, P), biased variance as LayerNorm.
+
+    On CPU ``torch.var_mean`` over the channel dimension runs at a fifth of memory speed
+    (docs/performance.md), so the sums are taken 16 channels at a time, shifted by the
+    first channel (the shifted-data variance: no cancellation when |mean| >> std)."""
+    if t3.device.type != 'cpu':
+        var, mean = torch.var_mean(t3, dim=1, correction=0)
+        return mean, (var + eps).rsqrt()
+    C = t3.shape[1]
+    shift = t3[:, 0]
+    total = torch.zeros_like(shift)
+    squares = torch.zeros_like(shift)
+    for c0 in range(0, C, 16):
+        d = t3[:, c0:c0 + 16] - shift[:, None]
+        total.add_(d.sum(1))
+        squares.add_(d.square_().sum(1))
+    mean = total.div_(C)
+    var = squares.div_(C).sub_(mean.square()).clamp_(min=0)
+    return mean.add_(shift), var.add_(eps).rsqrt_()
+
+
+class _LayerNormProject(torch.autograd.Function):
+    """``W · LN(t) + b`` for t (B, C, H, W), W (d, C): the fold of the module docstring.
+
+    Computed in float32 for half inputs (float64 for float64), as LayerNorm does.
+    Backward, with x = (t − mu)·rstd and z = (W∘γ)·x (saved, d channels):
+        dt = (W∘γ)ᵀ(rstd·dz) − rstd²·c·(t − mu) − rstd·a/C,
+        a = Σ_d ((W∘γ)·1)_d dz_d,   c = Σ_d z_d dz_d / C
+    (the LayerNorm backward with both of its channel sums taken on the d side).
+    """
+
+    @staticmethod
+    def forward(ctx, t, gamma, beta, weight, bias, eps: float):
+        B, C, H, W = t.shape
+        dt = acc_dtype(t)
+        t3 = t.reshape(B, C, H * W).to(dt)
+        mean, rstd = channel_stats(t3, eps)  # (B, HW) each
+        w = weight.reshape(weight.shape[0], C).to(dt)
+        wg = w * gamma.to(dt)
+        z = torch.matmul(wg, t3)  # (B, d, HW)
+        z.sub_(wg.sum(1)[:, None] * mean[:, None]).mul_(rstd[:, None])
+        ctx.save_for_backward(t3, mean, rstd, w, gamma, beta, z)
+        ctx.out_dtype = torch.promote_types(t.dtype, weight.dtype)
+        out = z + (w @ beta.to(dt) + bias.to(dt))[:, None]
+        return out.view(B, -1, H, W).to(ctx.out_dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        t3, mean, rstd, w, gamma, beta, z = ctx.saved_tensors
+        B, C, P = t3.shape
+        dz = grad.reshape(B, -1, P).to(t3.dtype)
+        wg = w * gamma.to(w.dtype)
+        u = dz * rstd[:, None]
+        g_t = g_gamma = g_beta = g_w = g_b = None
+        if ctx.needs_input_grad[0]:
+            a = torch.einsum('d,bdp->bp', wg.sum(1), dz)
+            c = (z * dz).sum(1).div_(C)
+            alpha = rstd.square().mul_(c)
+            # [(W∘γ)ᵀ | 1] · [rstd·dz ; per-pixel constant]: the constant rides in the matmul
+            const = alpha * mean - rstd * a / C
+            g_t = torch.matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), torch.cat([u, const[:, None]], 1))
+            g_t.addcmul_(t3, alpha[:, None], value=-1)  # (B, C, HW)
+            g_t = g_t.view(B, C, *grad.shape[2:]).to(ctx.out_dtype)
+        if any(ctx.needs_input_grad[1:5]):
+            g_bias = dz.sum((0, 2))
+            # Σ_{b,p} dz xᵀ, with x = (t − mu)·rstd never formed
+            g_wg = torch.matmul(u, t3.transpose(1, 2)).sum(0) - (u * mean[:, None]).sum((0, 2))[:, None]
+            g_gamma = (g_wg * w).sum(0).to(gamma.dtype)
+            g_beta = (w.t() @ g_bias).to(beta.dtype)
+            g_w = g_wg * gamma.to(w.dtype) + g_bias[:, None] * beta.to(w.dtype)[None]
+            g_b = g_bias
+        return g_t, g_gamma, g_beta, g_w, g_b, None
+
+
+def _stacked(convs: Sequence[nn.Conv2d]):
+    """The 1x1 convs as one (sum d, C) weight and bias."""
+    for conv in convs:
+        if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.bias is None:
+            raise ValueError(f'norm_project: needs biased 1x1 convs, got {conv}')
+    weight = torch.cat([c.weight.flatten(1) for c in convs]) if len(convs) > 1 else convs[0].weight.flatten(1)
+    bias = torch.cat([c.bias for c in convs]) if len(convs) > 1 else convs[0].bias
+    return weight, bias
+
+
+def _group_norm_project(norm: nn.GroupNorm, t: torch.Tensor, weight, bias) -> torch.Tensor:
+    B, C, H, W = t.shape
+    dt = acc_dtype(t)
+    t3 = t.reshape(B, C, H * W).to(dt)
+    G = norm.num_groups
+    var, mean = torch.var_mean(t3.view(B, G, -1), dim=2, correction=0)  # (B, G)
+    rstd = (var + norm.eps).rsqrt()
+    scale = (rstd.repeat_interleave(C // G, 1) * norm.weight.to(dt))  # (B, C)
+    shift = norm.bias.to(dt) - scale * mean.repeat_interleave(C // G, 1)
+    w = weight.to(dt)
+    z = torch.baddbmm((shift @ w.t() + bias.to(dt))[:, :, None], w * scale[:, None], t3)
+    return z.view(B, -1, H, W).to(torch.promote_types(t.dtype, weight.dtype))
+
+
+def norm_project(norm: nn.Module, t: torch.Tensor, convs: Sequence[nn.Conv2d]) -> List[torch.Tensor]:
+    """``[conv(norm(t)) for conv in convs]`` for 1x1 convs, computed as one folded matmul.
+
+    ``norm`` is a ``LayerNorm2d``, an ``nn.GroupNorm`` or ``nn.Identity`` (then the
+    convs run as they are). ONNX and torch.export get the plain ``conv(norm(t))``."""
+    if isinstance(norm, nn.Identity) or exporting():  # exports record the standard norm ops
+        return [conv(norm(t)) for conv in convs]
+    weight, bias = _stacked(convs)
+    if isinstance(norm, LayerNorm2d):
+        z = _LayerNormProject.apply(t, norm.weight, norm.bias, weight, bias, norm.eps)
+    elif isinstance(norm, nn.GroupNorm):
+        z = _group_norm_project(norm, t, weight, bias)
+    else:
+        raise TypeError(f'norm_project: unsupported norm {type(norm).__name__}')
+    return list(z.split([c.out_channels for c in convs], dim=1)) if len(convs) > 1 else [z]
