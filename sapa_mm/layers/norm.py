@@ -46,6 +46,15 @@ def make_norm(norm: Optional[str], channels: int) -> nn.Module:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
+def _left_matmul(w: torch.Tensor, t3: torch.Tensor) -> torch.Tensor:
+    """w (m, C) @ t3 (B, C, P) -> (B, m, P), one mm per image: on CPU twice as fast as the
+    broadcasting ``torch.matmul`` (docs/performance.md)."""
+    out = t3.new_empty(t3.shape[0], w.shape[0], t3.shape[2])
+    for b in range(t3.shape[0]):
+        torch.mm(w, t3[b], out=out[b])
+    return out
+
+
 def channel_stats(t3: torch.Tensor, eps: float):
     """(mean, rstd) over dim 1 of (B, C, P), biased variance as LayerNorm.
 
@@ -86,7 +95,7 @@ class _LayerNormProject(torch.autograd.Function):
         mean, rstd = channel_stats(t3, eps)  # (B, HW) each
         w = weight.reshape(weight.shape[0], C).to(dt)
         wg = w * gamma.to(dt)
-        z = torch.matmul(wg, t3)  # (B, d, HW)
+        z = _left_matmul(wg, t3)  # (B, d, HW)
         z.sub_(wg.sum(1)[:, None] * mean[:, None]).mul_(rstd[:, None])
         ctx.save_for_backward(t3, mean, rstd, w, gamma, beta, z)
         ctx.out_dtype = torch.promote_types(t.dtype, weight.dtype)
@@ -108,7 +117,7 @@ class _LayerNormProject(torch.autograd.Function):
             alpha = rstd.square().mul_(c)
             # [(W∘γ)ᵀ | 1] · [rstd·dz ; per-pixel constant]: the constant rides in the matmul
             const = alpha * mean - rstd * a / C
-            g_t = torch.matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), torch.cat([u, const[:, None]], 1))
+            g_t = _left_matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), torch.cat([u, const[:, None]], 1))
             g_t.addcmul_(t3, alpha[:, None], value=-1)  # (B, C, HW)
             g_t = g_t.view(B, C, *grad.shape[2:]).to(ctx.out_dtype)
         if any(ctx.needs_input_grad[1:5]):

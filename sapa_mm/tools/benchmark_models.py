@@ -43,13 +43,16 @@ def synthetic_batch(model, batch: int, shape: Tuple[int, int], seed: int = 0):
         return inputs, samples
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
-    with_mask = getattr(getattr(model, 'roi_head', None), 'with_mask', False)
+    roi_head = getattr(model, 'roi_head', None)
+    with_mask = getattr(roi_head, 'with_mask', False)
+    box_head = getattr(roi_head, 'bbox_head', None) or getattr(model, 'bbox_head', None)
+    classes = getattr(box_head, 'num_classes', 1)
     for _ in range(batch):
         n = 8
         xy = torch.rand(n, 2, generator=gen) * torch.tensor([W * 0.7, H * 0.7])
         wh = torch.rand(n, 2, generator=gen) * torch.tensor([W * 0.3, H * 0.3]) + 16
         boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([W - 1.0, H - 1.0]))], 1)
-        inst = InstanceData(bboxes=boxes, labels=torch.randint(0, 10, (n,), generator=gen))
+        inst = InstanceData(bboxes=boxes, labels=torch.randint(0, classes, (n,), generator=gen))
         if with_mask:
             masks = torch.zeros(n, H, W, dtype=torch.uint8)
             for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):

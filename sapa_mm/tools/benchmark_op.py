@@ -30,6 +30,22 @@ import torch.nn.functional as F
 from ..ops import cpu_backend, sapa, sapa_deform_upsample, sapa_upsample, upsample_reference
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed blocks in the process (as PyTorch's caching allocators do on
+    GPU): by default it returns every large block to the OS, so each step pays fresh
+    page faults whose number depends on what ran before; measured, SAPA-B's module went
+    from 2.2x to 4.4x bilinear when IndexNet ran in the same round (docs/performance.md).
+    True if set (glibc only)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 31))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> int:
     """Peak bytes allocated by fn beyond what was allocated when it started."""
     fn.reset()
@@ -217,6 +233,8 @@ def main(argv=None):
         parser.error('--device cuda: no CUDA device is visible')
     torch.set_num_threads(args.threads)
     repeats = args.repeats or 7
+    if device.type == 'cpu' and keep_freed_memory():
+        print('(glibc keeps freed memory in the process: every case runs on warm pages)')
     if args.models:
         if device.type != 'cpu':
             parser.error('--models runs on the CPU')

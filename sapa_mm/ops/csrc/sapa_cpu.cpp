@@ -96,25 +96,88 @@ void dot_taps(T* __restrict out, bool accumulate, const T* const* a, const T* co
   }
 }
 
+// out[c][0:n] = sum_t a[t][0:n] * b[c * taps + t][0:n] for NC channels that share the
+// rows a (the attention weights): each loaded weight vector serves NC channels, so an
+// FMA costs 1 + 1/NC loads instead of 2 (aggregate and scatter are load-bound).
+template <int NC, typename T>
+void dot_taps_shared(T* const* out, const T* const* a, const T* const* b, idx taps, idx n) {
+  using V = typename Vec<T>::type;
+  constexpr idx VL = sizeof(V) / sizeof(T);
+  idx x0 = 0;
+  for (; x0 + 2 * VL <= n; x0 += 2 * VL) {
+    V acc0[NC] = {}, acc1[NC] = {};
+    for (idx t = 0; t < taps; ++t) {
+      const V a0 = vload<V>(a[t] + x0), a1 = vload<V>(a[t] + x0 + VL);
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) {
+        const T* bt = b[c * taps + t] + x0;
+        acc0[c] += a0 * vload<V>(bt);
+        acc1[c] += a1 * vload<V>(bt + VL);
+      }
+    }
+    for (int c = 0; c < NC; ++c) {
+      vstore(out[c] + x0, acc0[c]);
+      vstore(out[c] + x0 + VL, acc1[c]);
+    }
+  }
+  for (; x0 + VL <= n; x0 += VL) {
+    V acc[NC] = {};
+    for (idx t = 0; t < taps; ++t) {
+      const V a0 = vload<V>(a[t] + x0);
+      for (int c = 0; c < NC; ++c) acc[c] += a0 * vload<V>(b[c * taps + t] + x0);
+    }
+    for (int c = 0; c < NC; ++c) vstore(out[c] + x0, acc[c]);
+  }
+  for (; x0 < n; ++x0)
+    for (int c = 0; c < NC; ++c) {
+      T sum = 0;
+      for (idx t = 0; t < taps; ++t) sum += a[t][x0] * b[c * taps + t][x0];
+      out[c][x0] = sum;
+    }
+}
+
+// Channels handled together by the shared-weight kernels: 2·NCH accumulator vectors
+// stay in registers (32 of 64 bytes with AVX-512; 16 of 32 bytes with AVX2 alone).
+#ifdef __AVX512F__
+constexpr int NCH = 8;
+#else
+constexpr int NCH = 2;
+#endif
+
+template <typename T>
+void dot_taps_channels(idx nc, T* const* out, const T* const* a, const T* const* b, idx taps, idx n) {
+  if (nc == NCH) {
+    dot_taps_shared<NCH>(out, a, b, taps, n);
+  } else {
+    for (idx c = 0; c < nc; ++c) dot_taps_shared<1>(out + c, a, b + c * taps, taps, n);
+  }
+}
+
 // out[b,c,y,x] = sum_n w[b,n,y,x] * v[b,c,y/s+dy-r,x/s+dx-r]; parallel over blocks of
 // low-res rows of one image, channels inside.
 template <typename T>
 void aggregate(const T* w, const T* v, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
-  const idx RB = rows_per_task(B, H, nt), nblk = (H + RB - 1) / RB;
+  const idx RB = rows_per_task(B, H, nt), nblk = (H + RB - 1) / RB, UR = RB + 2 * r;
   parallel_for(B * nblk, nt, [=](idx begin, idx end) {
-    std::vector<T> U((RB + 2 * r) * L);
-    std::vector<const T*> wrows(K2), urows(K2);
+    std::vector<T> U(NCH * UR * L);
+    std::vector<const T*> wrows(K2), urows(NCH * K2);
+    T* outs[NCH];
     for (idx t = begin; t < end; ++t) {
       const idx b = t / nblk, ylo = (t % nblk) * RB, yhi = std::min(H, ylo + RB);
-      for (idx c = 0; c < C; ++c) {
-        expand_rows(v + (b * C + c) * H * W, H, W, K, s, ylo - r, yhi - ylo + 2 * r, U.data());
+      for (idx c0 = 0; c0 < C; c0 += NCH) {
+        const idx nc = std::min<idx>(NCH, C - c0);
+        for (idx c = 0; c < nc; ++c)
+          expand_rows(v + (b * C + c0 + c) * H * W, H, W, K, s, ylo - r, yhi - ylo + 2 * r, U.data() + c * UR * L);
         for (idx y0 = ylo; y0 < yhi; ++y0) {
-          for (idx n = 0; n < K2; ++n) urows[n] = U.data() + (y0 - ylo + n / K) * L + (n % K) * s;
+          for (idx c = 0; c < nc; ++c)
+            for (idx n = 0; n < K2; ++n)
+              urows[c * K2 + n] = U.data() + (c * UR + y0 - ylo + n / K) * L + (n % K) * s;
           for (idx i = 0; i < s; ++i) {
             const idx y = y0 * s + i;
             for (idx n = 0; n < K2; ++n) wrows[n] = w + ((b * K2 + n) * sH + y) * sW;
-            dot_taps(out + ((b * C + c) * sH + y) * sW, false, wrows.data(), urows.data(), K2, sW);
+            for (idx c = 0; c < nc; ++c) outs[c] = out + ((b * C + c0 + c) * sH + y) * sW;
+            dot_taps_channels(nc, outs, wrows.data(), urows.data(), K2, sW);
           }
         }
       }
@@ -161,19 +224,27 @@ void correlate(const T* g, const T* v, T* out, idx B, idx C, idx H, idx W, idx K
 // Adjoint of aggregate in v, as a gather: each task owns one low-res row (b, yy) and
 // visits the high-res rows whose windows reach it, so no two threads write one place.
 // In expanded coordinates (see expand_rows) tap (y, dx) adds w[y, t - s*dx] * g[y, t - s*dx]
-// to G[t]. Copies of the rows zero-padded by s*(K-1) on both sides make every tap a
-// full-length shifted slice, so the whole sum runs in registers (dot_taps).
+// to G[t]. Copies of the rows zero-padded by s*(K-1) on both sides (and by one vector
+// more on the right, so the sums run over whole vectors) make every tap a full-length
+// shifted slice; NCH channels share each weight load (dot_taps_shared).
 template <typename T>
 void scatter(const T* w, const T* g, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
+  using V = typename Vec<T>::type;
+  constexpr idx VL = sizeof(V) / sizeof(T);
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
-  const idx pad = s * (K - 1), P = sW + 2 * pad;  // padded row length
+  const idx Lv = (L + VL - 1) / VL * VL;  // L rounded up to whole vectors
+  const idx pad = s * (K - 1), P = sW + 2 * pad + VL;  // padded row length
+  const idx rows_max = K * s;
   parallel_for(B * H, nt, [=](idx begin, idx end) {
-    std::vector<T> G(L), wpad(K * s * K * P, T(0)), gpad(K * s * P, T(0));
-    std::vector<const T*> wt, gt;
+    std::vector<T> G(NCH * Lv), wpad(rows_max * K * P, T(0)), gpad(NCH * rows_max * P, T(0));
+    std::vector<const T*> wt, gt(NCH * rows_max * K);
+    T* Gs[NCH];
+    for (idx c = 0; c < NCH; ++c) Gs[c] = G.data() + c * Lv;
     for (idx t = begin; t < end; ++t) {
       const idx b = t / H, yy = t % H;
       const idx y0_lo = std::max<idx>(0, yy - r), y0_hi = std::min(H - 1, yy + r);
       const idx rows = (y0_hi - y0_lo + 1) * s;  // high-res rows whose windows reach yy
+      const idx taps = rows * K;
       // weight rows of every tap, padded; the same for all channels
       wt.clear();
       for (idx row = 0; row < rows; ++row) {
@@ -184,19 +255,25 @@ void scatter(const T* w, const T* g, T* out, idx B, idx C, idx H, idx W, idx K, 
           wt.push_back(dst + pad - s * dx);
         }
       }
-      gt.resize(wt.size());
-      for (idx row = 0; row < rows; ++row)
-        for (idx dx = 0; dx < K; ++dx) gt[row * K + dx] = gpad.data() + row * P + pad - s * dx;
-      for (idx c = 0; c < C; ++c) {
+      for (idx c = 0; c < NCH; ++c)
         for (idx row = 0; row < rows; ++row)
-          std::memcpy(gpad.data() + row * P + pad, g + ((b * C + c) * sH + y0_lo * s + row) * sW, sW * sizeof(T));
-        dot_taps(G.data(), false, wt.data(), gt.data(), static_cast<idx>(wt.size()), L);
-        T* o = out + ((b * C + c) * H + yy) * W;
-        const T* Gc = G.data() + r * s;
-        for (idx x = 0; x < W; ++x) {
-          T sum = 0;
-          for (idx j = 0; j < s; ++j) sum += Gc[x * s + j];
-          o[x] = sum;
+          for (idx dx = 0; dx < K; ++dx)
+            gt[c * taps + row * K + dx] = gpad.data() + (c * rows_max + row) * P + pad - s * dx;
+      for (idx c0 = 0; c0 < C; c0 += NCH) {
+        const idx nc = std::min<idx>(NCH, C - c0);
+        for (idx c = 0; c < nc; ++c)
+          for (idx row = 0; row < rows; ++row)
+            std::memcpy(gpad.data() + (c * rows_max + row) * P + pad,
+                        g + ((b * C + c0 + c) * sH + y0_lo * s + row) * sW, sW * sizeof(T));
+        dot_taps_channels(nc, Gs, wt.data(), gt.data(), taps, Lv);
+        for (idx c = 0; c < nc; ++c) {
+          T* o = out + ((b * C + c0 + c) * H + yy) * W;
+          const T* Gc = Gs[c] + r * s;
+          for (idx x = 0; x < W; ++x) {
+            T sum = 0;
+            for (idx j = 0; j < s; ++j) sum += Gc[x * s + j];
+            o[x] = sum;
+          }
         }
       }
     }
