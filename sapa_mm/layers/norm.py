@@ -159,8 +159,10 @@ def norm_project(norm: nn.Module, t: torch.Tensor, convs: Sequence[nn.Conv2d]) -
     """``[conv(norm(t)) for conv in convs]`` for 1x1 convs, computed as one folded matmul.
 
     ``norm`` is a ``LayerNorm2d``, an ``nn.GroupNorm`` or ``nn.Identity`` (then the
-    convs run as they are). ONNX and torch.export get the plain ``conv(norm(t))``."""
-    if isinstance(norm, nn.Identity) or exporting():  # exports record the standard norm ops
+    convs run as they are). ONNX, torch.export and jit traces (mmengine's FLOP counter)
+    get the plain ``conv(norm(t))``."""
+    if isinstance(norm, nn.Identity) or exporting() or torch.jit.is_tracing():
+        # exports and traces (FLOP counters) record the standard norm and conv ops
         return [conv(norm(t)) for conv in convs]
     weight, bias = _stacked(convs)
     if isinstance(norm, LayerNorm2d):
