@@ -36,3 +36,9 @@ def test_models_mode_times_a_training_step_of_each_config(capsys, configs, shape
     # and the command line reaches the same function
     main(['--models', *configs, '--shape', *shape, '--batch', '1', '--repeats', '1'])
     assert '| step vs first |' in capsys.readouterr().out
+
+
+def test_parts_mode_quick(capsys):
+    main(['--quick', '--parts', '--repeats', '1'])
+    rows = table_rows(capsys.readouterr().out)
+    assert {'bilinear', 'SAPA-B module', 'norm + projection of the guide', 'operator forward'} <= set(rows)

@@ -81,7 +81,7 @@ class _LayerNormProject(torch.autograd.Function):
     """``W · LN(t) + b`` for t (B, C, H, W), W (d, C): the fold of the module docstring.
 
     Computed in float32 for half inputs (float64 for float64), as LayerNorm does.
-    Backward, with x = (t − mu)·rstd and z = (W∘γ)·x (saved, d channels):
+    Backward, with x = (t − mu)·rstd and z = (W∘γ)·x (from the saved result, d channels):
         dt = (W∘γ)ᵀ(rstd·dz) − rstd²·c·(t − mu) − rstd·a/C,
         a = Σ_d ((W∘γ)·1)_d dz_d,   c = Σ_d z_d dz_d / C
     (the LayerNorm backward with both of its channel sums taken on the d side).
@@ -97,27 +97,34 @@ class _LayerNormProject(torch.autograd.Function):
         wg = w * gamma.to(dt)
         z = _left_matmul(wg, t3)  # (B, d, HW)
         z.sub_(wg.sum(1)[:, None] * mean[:, None]).mul_(rstd[:, None])
-        ctx.save_for_backward(t3, mean, rstd, w, gamma, beta, z)
+        z.add_((w @ beta.to(dt) + bias.to(dt))[:, None])
+        # z is saved as the result itself: in float32 / float64 the output is a view of
+        # it, which the operator keeps for its own backward anyway (no extra memory)
+        ctx.save_for_backward(t3, mean, rstd, w, gamma, beta, bias, z)
         ctx.out_dtype = torch.promote_types(t.dtype, weight.dtype)
-        out = z + (w @ beta.to(dt) + bias.to(dt))[:, None]
-        return out.view(B, -1, H, W).to(ctx.out_dtype)
+        return z.view(B, -1, H, W).to(ctx.out_dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        t3, mean, rstd, w, gamma, beta, z = ctx.saved_tensors
+        t3, mean, rstd, w, gamma, beta, bias, z = ctx.saved_tensors
         B, C, P = t3.shape
         dz = grad.reshape(B, -1, P).to(t3.dtype)
+        d = dz.shape[1]
         wg = w * gamma.to(w.dtype)
-        u = dz * rstd[:, None]
+        # [rstd·dz ; per-pixel constant]: the right-hand side of the input gradient's matmul
+        rhs = dz.new_empty(B, d + 1, P)
+        u = torch.mul(dz, rstd[:, None], out=rhs[:, :d])
         g_t = g_gamma = g_beta = g_w = g_b = None
         if ctx.needs_input_grad[0]:
             a = torch.einsum('d,bdp->bp', wg.sum(1), dz)
-            c = (z * dz).sum(1).div_(C)
+            zero_mean = z - (w @ beta.to(w.dtype) + bias.to(w.dtype))[:, None]  # (W∘γ)·x
+            c = torch.einsum('bdp,bdp->bp', zero_mean, dz).div_(C)
+            del zero_mean
             alpha = rstd.square().mul_(c)
-            # [(W∘γ)ᵀ | 1] · [rstd·dz ; per-pixel constant]: the constant rides in the matmul
-            const = alpha * mean - rstd * a / C
-            g_t = _left_matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), torch.cat([u, const[:, None]], 1))
+            rhs[:, d] = alpha * mean - rstd * a / C
+            # [(W∘γ)ᵀ | 1] · rhs: the per-pixel constant rides in the matmul
+            g_t = _left_matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), rhs)
             g_t.addcmul_(t3, alpha[:, None], value=-1)  # (B, C, HW)
             g_t = g_t.view(B, C, *grad.shape[2:]).to(ctx.out_dtype)
         if any(ctx.needs_input_grad[1:5]):

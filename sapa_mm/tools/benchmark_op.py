@@ -12,6 +12,7 @@ G = 4 groups, P = 9 points) side by side:
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
                                                  # bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U
     python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
+    python tools/benchmark_op.py --parts         # SAPA-B module and its parts timed apart
     python tools/benchmark_op.py --models A.py B.py [--shape H W] [--batch N]
                                                  # one training step of two configs
 
@@ -178,6 +179,48 @@ def module_cases(B, C, H, W, s, device, backend=None):
     return fns, grad.numel() * grad.element_size(), params
 
 
+def parts_report(device: torch.device, repeats: int, quick: bool = False) -> None:
+    """SAPA-B's module and its parts, each timed on its own, interleaved with bilinear:
+    the norm + projection of the guide and of x, and the operator (docs/performance.md)."""
+    from ..layers import SAPA
+    from ..layers.norm import norm_project
+    B, C, H = (1, 8, 8) if quick else (2, 256, 64)
+    gen = torch.Generator().manual_seed(0)
+    m = SAPA(C, C, 2).to(device).train()
+
+    def rand(*shape, grad=True):
+        return torch.randn(*shape, generator=gen).to(device).requires_grad_(grad)
+    x, guide, grad = rand(B, C, H, H), rand(B, C, 2 * H, 2 * H), rand(B, C, 2 * H, 2 * H, grad=False)
+    with torch.no_grad():
+        q, = norm_project(m.norm_guide, guide, [m.query_proj])
+        k, = norm_project(m.norm_x, x, [m.key_proj])
+    q, k = q.requires_grad_(), k.requires_grad_()
+    gq, gk = torch.randn_like(q), torch.randn_like(k)
+
+    def case(run):
+        def reset():
+            m.zero_grad(set_to_none=True)
+            for t in (x, guide, q, k):
+                t.grad = None
+        run.reset = reset
+        return run
+    fns = {
+        'bilinear': case(lambda: F.interpolate(x, scale_factor=2, mode='bilinear').backward(grad)),
+        'SAPA-B module': case(lambda: m(x, guide).backward(grad)),
+        'norm + projection of the guide': case(
+            lambda: norm_project(m.norm_guide, guide, [m.query_proj])[0].backward(gq)),
+        'norm + projection of x': case(lambda: norm_project(m.norm_x, x, [m.key_proj])[0].backward(gk)),
+        'operator forward': case(lambda: sapa_upsample(q.detach(), k.detach(), x.detach(), 5, 2)),
+        'operator forward + backward': case(lambda: sapa_upsample(q, k, x, 5, 2).backward(grad)),
+    }
+    t = timed(fns, device, repeats)
+    print(f'\nSAPA-B at B={B} C={C} {H}x{H} -> {2 * H}x{2 * H}, train mode, parts timed on their own')
+    print('| part | ms | vs bilinear |')
+    print('|---|---:|---:|')
+    for name in fns:
+        print(f"| {name} | {t[name] * 1e3:.1f} | {t[name] / t['bilinear']:.2f}x |")
+
+
 def compile_report(device: torch.device, repeats: int, quick: bool = False) -> None:
     """SAPA-B module forward+backward, eager vs torch.compile: first call and steady state."""
     from ..layers import SAPA
@@ -218,6 +261,8 @@ def main(argv=None):
     parser.add_argument('--modules', action='store_true',
                         help='whole upsamplers (bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U) at one '
                         'x2 step, C = 256, instead of the operator')
+    parser.add_argument('--parts', action='store_true',
+                        help="SAPA-B's module and its parts (norm + projections, operator) timed apart")
     parser.add_argument('--compile', action='store_true',
                         help='only the SAPA-B module, eager vs torch.compile')
     parser.add_argument('--models', nargs='+', metavar='CONFIG',
@@ -270,6 +315,8 @@ def main(argv=None):
     print(f'SAPA operator benchmark: torch {torch.__version__}, {info}, backends {backends}')
     if args.compile:
         return compile_report(device, repeats, args.quick)
+    if args.parts:
+        return parts_report(device, repeats, args.quick)
     print('peak extra = peak bytes allocated during forward+backward beyond the inputs; '
           'output = bytes of the (B, C, sH, sW) output')
     for dtype in dtypes:
