@@ -117,10 +117,10 @@ class _LayerNormProject(torch.autograd.Function):
         u = torch.mul(dz, rstd[:, None], out=rhs[:, :d])
         g_t = g_gamma = g_beta = g_w = g_b = None
         if ctx.needs_input_grad[0]:
-            a = torch.einsum('d,bdp->bp', wg.sum(1), dz)
-            zero_mean = z - (w @ beta.to(w.dtype) + bias.to(w.dtype))[:, None]  # (W∘γ)·x
-            c = torch.einsum('bdp,bdp->bp', zero_mean, dz).div_(C)
-            del zero_mean
+            a = torch.matmul(wg.sum(1), dz)  # (B, HW)
+            zx = z - (w @ beta.to(w.dtype) + bias.to(w.dtype))[:, None]  # (W∘γ)·x
+            c = zx.mul_(dz).sum(1).div_(C)
+            del zx
             alpha = rstd.square().mul_(c)
             rhs[:, d] = alpha * mean - rstd * a / C
             # [(W∘γ)ᵀ | 1] · rhs: the per-pixel constant rides in the matmul
