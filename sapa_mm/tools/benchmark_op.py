@@ -21,7 +21,10 @@ Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE
 needs the OpenMMLab stack (:mod:`.benchmark_models`).
 """
 import argparse
+import contextlib
+import os
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List
 
@@ -47,6 +50,21 @@ def keep_freed_memory() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what C++ code writes to fd 2 (torch 2.13's profiler logs two 'USDT ...
+    profiler_start/stop' lines per use); Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> int:
     """Peak bytes allocated by fn beyond what was allocated when it started."""
     fn.reset()
@@ -59,7 +77,7 @@ def peak_extra_bytes(fn: Callable[[], None], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated() - base
     # CPU: replay the allocator's events recorded by the profiler (exact, noise-free)
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'),
                     key=lambda e: e.start_ns())
