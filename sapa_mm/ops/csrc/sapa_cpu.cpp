@@ -50,15 +50,7 @@ inline idx rows_per_task(idx B, idx H, int nt) {
   return std::max<idx>(1, std::min<idx>(16, (B * H + 4 * nt - 1) / (4 * nt)));
 }
 
-// 64-byte vectors (GCC/Clang vector extensions): one AVX-512 register, or two AVX2
-// ones where the compiler has no AVX-512. Loads and stores go through memcpy, which
-// compiles to unaligned vector moves.
-template <typename T> struct Vec;
-template <> struct Vec<float> { typedef float type __attribute__((vector_size(64))); };
-template <> struct Vec<double> { typedef double type __attribute__((vector_size(64))); };
-
-template <typename V, typename T> inline V vload(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
-template <typename V, typename T> inline void vstore(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+#include "vec.h"
 
 // out[0:n] (+)= sum_t a[t][0:n] * b[t][0:n]. Each chunk of 4 vectors keeps its partial
 // sums in registers across all taps: two loads per FMA, one store per chunk.

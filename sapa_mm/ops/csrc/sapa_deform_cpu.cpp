@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -17,6 +18,7 @@ namespace {
 using idx = int64_t;
 
 #include "parallel_for.h"
+#include "vec.h"
 
 struct Dims {
   idx B, G, d, c, H, W, sH, sW, P, s;
@@ -46,10 +48,18 @@ struct Corners {
   }
 };
 
+// A vector accumulator: a plain loop's sum is a chain the compiler may not reorder
+// (no -ffast-math), so it would stay scalar.
 template <typename T>
 inline T dot(const T* a, const T* b, idx n) {
+  using V = typename Vec<T>::type;
+  constexpr idx VL = sizeof(V) / sizeof(T);
+  V acc = {};
+  idx i = 0;
+  for (; i + VL <= n; i += VL) acc += vload<V>(a + i) * vload<V>(b + i);
   T sum = 0;
-  for (idx i = 0; i < n; ++i) sum += a[i] * b[i];
+  for (idx j = 0; j < VL; ++j) sum += acc[j];
+  for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
