@@ -158,8 +158,14 @@ def _channels_last(t: torch.Tensor, B: int, G: int, dt: torch.dtype) -> torch.Te
     return t.to(dt).reshape(B, G, -1, t.shape[2] * t.shape[3]).transpose(2, 3).contiguous()
 
 
-def _from_channels_last(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.transpose(2, 3).reshape(like.shape).to(like.dtype)
+def _from_channels_last(t: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
+    """(B, G, h·w, c) -> contiguous (B, G·c, h, w) in ``dtype``. Copied 1024 pixels at a
+    time: one transposing copy of the whole map writes rows 6x slower (docs/performance.md)."""
+    B, G, N, c = t.shape
+    out = t.new_empty(B, G, c, N)
+    for j in range(0, N, 1024):
+        out[..., j:j + 1024].copy_(t[:, :, j:j + 1024].transpose(2, 3))
+    return out.view(shape).to(dtype)
 
 
 def _deform_call(name: str, dt: torch.dtype, tensors, dims: tuple, work: int) -> None:
@@ -179,7 +185,7 @@ def deform_forward(query, key, value, offset, G: int, s: int):
     attn = torch.empty(B, G, P, s * s * H * W, dtype=dt)
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
     _deform_call('forward', dt, (q, k, v, off, out, attn), dims, out.numel() * P * 4)
-    return out.transpose(2, 3).reshape(B, C, s * H, s * W), attn
+    return _from_channels_last(out, (B, C, s * H, s * W), dt), attn
 
 
 def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
@@ -194,5 +200,5 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
     _deform_call('backward', dt, (q, k, v, off, attn.to(dt).contiguous(), g, gq, gk, gv, goff), dims,
                  grad.numel() * P * 8)
-    return (_from_channels_last(gq, query), _from_channels_last(gk, key),
-            _from_channels_last(gv, value), goff.to(offset.dtype))
+    return (*(_from_channels_last(g, t.shape, t.dtype) for g, t in ((gq, query), (gk, key), (gv, value))),
+            goff.to(offset.dtype))
