@@ -14,7 +14,7 @@ their transposes (docs/performance.md). GroupNorm folds the same way, per image 
 group: ``W · GN(t) = (W · diag(γ·rstd)) · t + W · (β − γ·rstd·mu) + b``.
 
 ``norm_project(norm, t, convs)`` computes ``[conv(norm(t)) for conv in convs]`` so,
-one matmul for all convs; the modules keep their ``nn.LayerNorm`` / ``nn.GroupNorm``
+with one matmul for all convs; the modules keep their ``nn.LayerNorm`` / ``nn.GroupNorm``
 and ``nn.Conv2d`` parameters, so state dicts are unchanged.
 """
 import math
