@@ -75,21 +75,20 @@ def model_step(model, inputs, samples):
 
 
 def compare_models(configs: List[str], shape: Optional[Tuple[int, int]] = None, batch: int = 2,
-                   repeats: int = 4, flops: bool = True) -> Dict[str, dict]:
-    """Median seconds per training step of each config, interleaved; prints a table.
+                   repeats: int = 4) -> Dict[str, dict]:
+    """Median seconds per training step of each config, interleaved, and the MAC count
+    of each model at that size (batch 1); prints a table.
 
-    ``shape`` defaults to the first config's input size (``default_input_shape``);
-    ``flops`` adds the MAC count of each model at that size (batch 1)."""
+    ``shape`` defaults to the first config's input size (``default_input_shape``)."""
     shape = tuple(shape) if shape else default_input_shape(load_config(configs[0]))
     steps, results = {}, {}
     for config in configs:
         torch.manual_seed(0)
         model = build_model(config).train()
         steps[config] = model_step(model, *synthetic_batch(model, batch, shape))
-        results[config] = dict(params=sum(p.numel() for p in model.parameters() if p.requires_grad))
-        if flops:
-            results[config]['macs'] = config_complexity(config, shape, model=model)['macs']
-            model.train()
+        results[config] = dict(params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                               macs=config_complexity(config, shape, model=model)['macs'])
+        model.train()
     for step in steps.values():  # warm-up: the kernels' first build, the allocator
         step()
     times = {config: [] for config in configs}
@@ -108,8 +107,6 @@ def compare_models(configs: List[str], shape: Optional[Tuple[int, int]] = None, 
     print('|---|---:|---:|---:|---:|---:|')
     for config in configs:
         r = results[config]
-        macs = f"{r['macs'] / 1e9:.2f}" if 'macs' in r else '-'
-        mac_ratio = f"{r['macs'] / results[base]['macs']:.3f}" if 'macs' in r else '-'
-        print(f"| {config} | {r['params'] / 1e6:.2f} M | {macs} | {r['seconds']:.3f} | "
-              f"{r['seconds'] / results[base]['seconds']:.3f} | {mac_ratio} |")
+        print(f"| {config} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e9:.2f} | {r['seconds']:.3f} | "
+              f"{r['seconds'] / results[base]['seconds']:.3f} | {r['macs'] / results[base]['macs']:.3f} |")
     return results
