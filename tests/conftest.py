@@ -39,6 +39,16 @@ def demo_seg_data(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def full_demo_data(tmp_path_factory):
+    """The demo data root at its full size (what tools/demo.py builds: seg 240 + 60
+    images of 256x256, the COCO set built by the runs that need it)."""
+    from sapa_mm.demo import data
+    root = str(tmp_path_factory.mktemp('demo_data'))
+    data.ensure(root, only=('seg', ), quiet=True)
+    return root
+
+
+@pytest.fixture(scope='session')
 def det_data(tmp_path_factory):
     """The demo instance set, 6 + 3 images of 128x128 (tests/configs/tiny_det.py)."""
     return make_coco_dataset(str(tmp_path_factory.mktemp('tiny_det')))

@@ -1,5 +1,6 @@
 """The demo's tables (plain text that is also Markdown) and the statistics of the
 small-scale reproduction."""
+import platform
 import statistics
 
 from .spec import EXPERIMENTS, VARIANTS
@@ -82,33 +83,54 @@ def pm4(values):
     return f'{m:.4f} ± {s:.4f}'
 
 
-def reproduction_table(experiment, results, variants, seeds, iters):
-    """Per variant: mean ± sample std over seeds of mIoU, boundary IoU and
-    validation loss, and of the per-seed difference to bilinear."""
-    by = {(r['variant'], r['seed']): r for r in results}
+def reproduction_table(experiment, results, arms, seeds, iters, threads=None):
+    """Per arm (variant, upsampler lr): mean ± sample std over seeds of mIoU, boundary
+    IoU and validation loss, of the per-seed difference to bilinear, and of the final
+    attention statistics where recorded."""
+    by = {(r['variant'], r.get('upsampler_lr'), r['seed']): r for r in results}
+    has_bilinear = ('bilinear', None) in arms
     rows = []
-    for v in variants:
-        rs = [by[(v, s)] for s in seeds if (v, s) in by]
-        row = dict(label=VARIANTS[v], n=len(rs), mIoU=pm([r['mIoU'] for r in rs]),
-                   mBIoU=pm([r['mBIoU'] for r in rs]),
-                   val_loss=pm4([r.get('val_loss') for r in rs]))
-        if v != 'bilinear' and 'bilinear' in variants:
-            pairs = [(by[(v, s)], by[('bilinear', s)]) for s in seeds
-                     if (v, s) in by and ('bilinear', s) in by]
+    for v, lr in arms:
+        rs = [by[(v, lr, s)] for s in seeds if (v, lr, s) in by]
+        att = [r['attention'] for r in rs if r.get('attention')]
+        row = dict(label=VARIANTS[v] + ('' if lr is None else f' @ {lr:g}'), n=len(rs),
+                   mIoU=pm([r['mIoU'] for r in rs]), mBIoU=pm([r['mBIoU'] for r in rs]),
+                   val_loss=pm4([r.get('val_loss') for r in rs]),
+                   logit_std=pm([a['logit_std'] for a in att]) if att else '-',
+                   max_weight=pm([a['max_weight'] for a in att]) if att else '-')
+        if v != 'bilinear' and has_bilinear:
+            pairs = [(by[(v, lr, s)], by[('bilinear', None, s)]) for s in seeds
+                     if (v, lr, s) in by and ('bilinear', None, s) in by]
             row['dmIoU'] = pm([a['mIoU'] - b['mIoU'] for a, b in pairs])
             row['dmBIoU'] = pm([a['mBIoU'] - b['mBIoU'] for a, b in pairs])
         else:
             row['dmIoU'] = row['dmBIoU'] = '-'
-        row['per_seed'] = ' / '.join(f"{by[(v, s)]['mIoU']:.1f}, {by[(v, s)]['mBIoU']:.1f}"
-                                     for s in seeds if (v, s) in by)
+        row['per_seed'] = ' / '.join(f"{by[(v, lr, s)]['mIoU']:.1f}, {by[(v, lr, s)]['mBIoU']:.1f}"
+                                     for s in seeds if (v, lr, s) in by)
         rows.append(row)
     cols = [('upsampler', lambda r: r['label']), ('seeds', lambda r: str(r['n'])),
             ('mIoU', lambda r: r['mIoU']), ('boundary IoU', lambda r: r['mBIoU']),
             ('val loss', lambda r: r['val_loss']),
             ('Δ mIoU vs bilinear', lambda r: r['dmIoU']),
             ('Δ boundary IoU vs bilinear', lambda r: r['dmBIoU']),
+            ('logit std', lambda r: r['logit_std']),
+            ('max weight', lambda r: r['max_weight']),
             ('per seed (mIoU, bIoU)', lambda r: r['per_seed'])]
+    where = f'{platform.machine()} {cpu_name()}, {threads or "default"} thread(s) a run'
     head = (f'Small-scale reproduction: {EXPERIMENTS[experiment]["title"]}, {iters} iterations, seeds '
             f'{", ".join(map(str, seeds))}; mean ± sample std over seeds (%), demo '
-            'validation set')
+            f'validation set; {where}. "@ LR": the upsampler\'s peak learning rate; '
+            'logit std / max weight: the final attention statistics (validation images)')
     return head + '\n\n' + table(rows, cols) + '\n'
+
+
+def cpu_name():
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'

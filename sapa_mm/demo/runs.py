@@ -84,6 +84,12 @@ def test_cmd(config, checkpoint, work_dir):
             '--work-dir', work_dir]
 
 
+def attention_stats_cmd(config, checkpoint, json_out, images=16):
+    """tools/attention_stats.py on ``checkpoint``, its summary written to ``json_out``."""
+    return [sys.executable, osp.join(ROOT, 'tools', 'attention_stats.py'), config, checkpoint,
+            '--images', str(images), '--json', json_out]
+
+
 # --------------------------------------------------------------------------
 # what mmengine recorded
 # --------------------------------------------------------------------------

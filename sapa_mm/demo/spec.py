@@ -20,7 +20,10 @@ VARIANTS = {
     'sapa': 'SAPA-B',
     'sapa_g': 'SAPA-G',
     'sapa_d': 'SAPA-D',
+    'carafe': 'CARAFE',
 }
+# the variants whose upsampler has parameters (the ones an upsampler learning rate moves)
+LEARNED = ('sapa', 'sapa_g', 'sapa_d', 'carafe')
 # Earlier versions called SAPA-B ``sapa_b``: results recorded under that name
 # (work_dirs/reproduce_small/<experiment>/sapa_b_seed<N>) are still read.
 FORMER_NAMES = {'sapa': 'sapa_b'}
@@ -31,7 +34,7 @@ FORMER_NAMES = {'sapa': 'sapa_b'}
 EXPERIMENTS = {
     'segformer': dict(
         prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
-        choices=('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d'),
+        choices=('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe'),
         default=('bilinear', 'sapa'), batch=4, feature='stage-4 feat.'),
     'segnet': dict(
         prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
@@ -51,10 +54,19 @@ def det_config(variant):
     return osp.join(CONFIG_DIR, f'mask_rcnn_demo_{variant}.py')
 
 
+def base_lr(experiment):
+    """The optimizer's learning rate in the experiment's configs."""
+    from mmengine.config import Config
+    return Config.fromfile(seg_config(experiment, 'bilinear' if experiment == 'segformer'
+                                      else 'nearest')).optim_wrapper.optimizer.lr
+
+
 def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=False,
-                ckpt_interval=None, log_interval=10, experiment='segformer'):
+                ckpt_interval=None, log_interval=10, experiment='segformer', upsampler_lr=None):
     """--cfg-options for a schedule of ``iters`` iterations at the global batch
-    of the demo config (split over ``world_size`` processes)."""
+    of the demo config (split over ``world_size`` processes). ``upsampler_lr``: the
+    peak learning rate of the head's upsampler parameters (``decode_head.upsamplers``),
+    as an ``lr_mult`` on the config's; None keeps the config's."""
     val_interval = val_interval or max(iters // 4, 1)
     if experiment == 'segformer':  # linear warm-up, then poly decay to 0
         warmup = max(min(30, iters // 5), 1)
@@ -70,6 +82,9 @@ def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=Fa
     ]
     if deterministic:
         opts.append('randomness.deterministic=True')
+    if upsampler_lr is not None:
+        opts.append('optim_wrapper.paramwise_cfg.custom_keys.upsamplers.lr_mult='
+                    f'{upsampler_lr / base_lr(experiment):.6g}')
     return opts
 
 

@@ -90,4 +90,12 @@ else:
                 return super().feature_reassemble(x, mask)
             return carafe_reassemble(x, mask, self.up_kernel, self.up_group, self.scale_factor)
 
+        @torch.no_grad()
+        def attention_logits(self, x: torch.Tensor) -> torch.Tensor:
+            """The kernel logits that ``kernel_normalizer`` softmaxes, for inspection:
+            (B, G, K², sH, sW)."""
+            mask = self.content_encoder(self.channel_compressor(x))
+            mask = torch.nn.functional.pixel_shuffle(mask, self.scale_factor)
+            return mask.view(mask.shape[0], self.up_group, -1, *mask.shape[2:])
+
     __all__.append('CARAFEPackAnyDevice')

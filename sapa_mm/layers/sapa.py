@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import sapa_deform_upsample, sapa_upsample
+from ..ops import sapa_deform_upsample, sapa_similarity, sapa_upsample
+from ..ops.torch_backend import deform_logits
 from .norm import make_norm, norm_project
 from .resize import fit_to_size
 
@@ -162,37 +163,56 @@ class SAPA(nn.Module):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         self._check(x, guide)
-        s, K = self.scale_factor, self.kernel_size
-        out_size = tuple(guide.shape[2:])
-        lo_size, hi_size = covering_grid(x, guide, s)
+        out_h, out_w = guide.shape[2:]
+        query, key, value, offset = self._operands(x, guide)
         if self.variant == 'D':
-            return self._forward_deform(x, guide, lo_size, hi_size)[..., :out_size[0], :out_size[1]]
+            out = sapa_deform_upsample(query, key, value, offset, self.num_groups,
+                                       self.scale_factor, backend=self.backend)
+        else:
+            out = sapa_upsample(query, key, value, self.kernel_size, self.scale_factor,
+                                backend=self.backend)
+        return out[..., :out_h, :out_w]
+
+    @torch.no_grad()
+    def attention_logits(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The similarity logits that ``forward`` softmaxes, for inspection:
+        (B, G, N, Hg, Wg), N the window's K² taps (G = 1) or, for 'D', the P points of
+        each of the G groups. Taps outside the image are the operator's zeros."""
+        self._check(x, guide)
+        out_h, out_w = guide.shape[2:]
+        query, key, _, offset = self._operands(x, guide)
+        if self.variant == 'D':
+            logits = deform_logits(query, key, offset, self.num_groups, self.scale_factor)
+        else:
+            logits = sapa_similarity(query, key, self.kernel_size, self.scale_factor,
+                                     backend=self.backend)[:, None]
+        return logits[..., :out_h, :out_w]
+
+    def _operands(self, x: torch.Tensor, guide: torch.Tensor):
+        """(query, key, value, offset) of the operator on the covering grid
+        (``covering_grid``); offset is None but for 'D'."""
+        s = self.scale_factor
+        lo_size, hi_size = covering_grid(x, guide, s)
+        value = fit_to_size(x, lo_size, s, extend=True)
+        offset = None
         if self.variant == 'I':
             query, key = guide, x
+        elif self.variant == 'D':
+            query, = norm_project(self.norm_guide, guide, [self.query_proj])
+            key, = norm_project(self.norm_x, x, [self.key_proj])
+            offset = F.pixel_shuffle(self.offset_proj(value), s)  # 1x1 conv: fit then conv = conv then fit
         else:
             query, = norm_project(self.norm_guide, guide, [self.query_proj])
             if self.variant == 'B':
                 key, = norm_project(self.norm_x, x, [self.key_proj])
             else:  # 'G': key and gate read the same normalised x
+                out_size = tuple(guide.shape[2:])
                 key, gate = norm_project(self.norm_x, x, [self.key_proj, self.gate])
                 gate = self._nearest_up(torch.sigmoid(gate), out_size)
                 query_x = self._nearest_up(self.query_proj_x(x), out_size)
                 query = gate * query + (1 - gate) * query_x
-        value = fit_to_size(x, lo_size, s, extend=True)
-        out = sapa_upsample(fit_to_size(query, hi_size, s, extend=True),
-                            fit_to_size(key, lo_size, s, extend=True), value,
-                            K, s, backend=self.backend)
-        return out[..., :out_size[0], :out_size[1]]
-
-    def _forward_deform(self, x: torch.Tensor, guide: torch.Tensor, lo_size: tuple,
-                        hi_size: tuple) -> torch.Tensor:
-        s = self.scale_factor
-        value = fit_to_size(x, lo_size, s, extend=True)
-        key = fit_to_size(norm_project(self.norm_x, x, [self.key_proj])[0], lo_size, s, extend=True)
-        query = fit_to_size(norm_project(self.norm_guide, guide, [self.query_proj])[0], hi_size, s,
-                            extend=True)
-        offset = F.pixel_shuffle(self.offset_proj(value), s)  # 1x1 conv: fit then conv = conv then fit
-        return sapa_deform_upsample(query, key, value, offset, self.num_groups, s, backend=self.backend)
+        return (fit_to_size(query, hi_size, s, extend=True),
+                fit_to_size(key, lo_size, s, extend=True), value, offset)
 
     def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
         """Pixel p takes t at (y // s, x // s), as the window centres do."""

@@ -127,6 +127,20 @@ def _deform_views(query, key, value, offset, G: int):
     return q, k, v, off
 
 
+def _deform_logits(q, k, corners) -> torch.Tensor:
+    """q · k(sampled at each point): (B, G, P, sH·sW)."""
+    return torch.cat([(q * _deform_sample(k, c)).sum(2, keepdim=True) for c in corners], 2)
+
+
+def deform_logits(query, key, offset, G: int, s: int) -> torch.Tensor:
+    """SAPA-D's similarity logits before the softmax: (B, G, P, sH, sW) in the
+    accumulation dtype (for inspection; the op computes them inside)."""
+    H, W = key.shape[2:]
+    q, k, _, off = _deform_views(query, key, key, offset, G)
+    corners = [_deform_corners(off[:, :, p], H, W, s) for p in range(off.shape[2])]
+    return _deform_logits(q, k, corners).reshape(*q.shape[:2], -1, *query.shape[2:])
+
+
 def deform_forward(query, key, value, offset, G: int, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """SAPA-D forward: (output (B, C, sH, sW), attention (B, G, P, sH·sW)), both in the
     accumulation dtype. Loops over the P points: one output-sized temporary per step,
@@ -134,7 +148,7 @@ def deform_forward(query, key, value, offset, G: int, s: int) -> Tuple[torch.Ten
     B, C, H, W = value.shape
     q, k, v, off = _deform_views(query, key, value, offset, G)
     corners = [_deform_corners(off[:, :, p], H, W, s) for p in range(off.shape[2])]
-    attn = torch.cat([(q * _deform_sample(k, c)).sum(2, keepdim=True) for c in corners], 2).softmax(2)
+    attn = _deform_logits(q, k, corners).softmax(2)
     out = None
     for p, c in enumerate(corners):
         term = attn[:, :, p:p + 1] * _deform_sample(v, c)
