@@ -240,53 +240,70 @@ def _table_rows(stdout):
     rows = {}
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
-        if len(cells) >= 8 and cells[0] in ('NN', 'bilinear', 'SAPA-B', 'SAPA-I', 'SAPA-G'):
+        if len(cells) >= 10 and cells[0] in ('NN', 'bilinear', 'SAPA-B', 'SAPA-I', 'SAPA-G'):
             rows.setdefault(cells[0], []).append(cells)
     return rows
 
 
 @pytest.mark.slow
-def test_main_command_shortened(tmp_path):
-    """`bash tools/demo.sh` with a short schedule: sets up (already done: seconds),
-    builds the data, runs both experiments (SegFormer bilinear / SAPA-B, SegNet NN /
-    bilinear / SAPA-B), evaluates, prints both tables and writes both experiments'
-    curves and comparison figures."""
+def test_main_command_shortened(tmp_path, full_demo_data):
+    """`bash tools/demo.sh` with a short schedule and two seeds: sets up (already done:
+    seconds), runs both experiments (SegFormer bilinear / SAPA-B, SegNet NN / SAPA-B),
+    two runs at a time, prints both tables with mean ± std over the seeds and the
+    per-seed values, and writes both experiments' curves and comparison figures."""
     work = tmp_path / 'demo'
     env = tool_env(SAPA_VENV=sys.prefix)
     proc = subprocess.run(
-        ['bash', osp.join(TOOLS, 'demo.sh'), '--iters', '20', '--segnet-iters', '20',
-         '--segnet-val-interval', '10', '--progress', '10',
-         '--work-dir', str(work), '--data', str(tmp_path / 'data')],
+        ['bash', osp.join(TOOLS, 'demo.sh'), '--experiments', 'segformer', 'segnet',
+         '--iters', '10', '--segnet-iters', '10', '--segnet-val-interval', '5',
+         '--segnet-variants', 'nearest', 'sapa', '--seeds', '0', '1', '--progress', '5',
+         '--work-dir', str(work), '--data', full_demo_data],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     check_ok(proc)
     out = proc.stdout
+    assert 'pkg_resources' not in out + proc.stderr
     # visible progress for every run
-    for name in ('segformer bilinear', 'segformer SAPA-B', 'segnet NN', 'segnet bilinear',
-                 'segnet SAPA-B'):
-        assert re.search(rf'\[demo\] {name}: iter\s+10/20', out), out[-3000:]
-        assert re.search(rf'\[demo\] {name}: iter\s+20/20', out), out[-3000:]
+    for name in ('segformer bilinear', 'segformer SAPA-B', 'segnet NN', 'segnet SAPA-B'):
+        for seed in (0, 1):
+            assert re.search(rf'\[demo\] {name} seed {seed}: iter\s+5/10', out), out[-3000:]
+            assert re.search(rf'\[demo\] {name} seed {seed}: iter\s+10/10', out), out[-3000:]
+    assert '2 at a time' in out
     rows = _table_rows(out)
-    assert {k: len(v) for k, v in rows.items()} == {'bilinear': 2, 'SAPA-B': 2, 'NN': 1}, out[-3000:]
+    assert {k: len(v) for k, v in rows.items()} == {'bilinear': 1, 'SAPA-B': 2, 'NN': 1}, out[-3000:]
     res = json.load(open(work / 'results.json'))
+    assert res['seeds'] == [0, 1] and 'cores' in res['machine']
     seg, segnet = res['segformer'], res['segnet']
-    for runs in (seg, segnet):
-        for r in runs.values():
-            assert 0 <= r['mBIoU'] <= r['mIoU'] <= 100  # edges are harder than interiors
-            assert r['s_per_step'] > 0 and r['s_per_iter'] > 0 and r['val_loss'] > 0
-            assert osp.isfile(r['checkpoint'])
-        # SAPA-B adds parameters and MACs
-        assert runs['sapa']['params'] > runs['bilinear']['params']
-        assert runs['sapa']['macs'] > runs['bilinear']['macs']
-        assert runs['bilinear']['upsampler_params'] == 0
+    for summary in (seg, segnet):
+        for v in summary.values():
+            assert sorted(v['runs']) == ['0', '1']
+            for r in v['runs'].values():
+                assert 0 <= r['mBIoU'] <= r['mIoU'] <= 100  # edges are harder than interiors
+                assert r['s_per_iter'] > 0 and r['val_loss'] > 0
+                assert osp.isfile(r['checkpoint'])
+            miou = [r['mIoU'] for r in v['runs'].values()]
+            assert v['mIoU'][0] == pytest.approx(sum(miou) / 2)
+            assert v['s_per_step'] > 0
+    # SAPA-B adds parameters and MACs
+    assert seg['sapa']['params'] > seg['bilinear']['params']
+    assert seg['sapa']['macs'] > seg['bilinear']['macs']
+    assert seg['bilinear']['upsampler_params'] == 0
+    # the paired difference is the mean of the per-seed differences
+    d = [seg['sapa']['runs'][s]['mIoU'] - seg['bilinear']['runs'][s]['mIoU'] for s in '01']
+    assert seg['sapa']['dmIoU'][0] == pytest.approx(sum(d) / 2)
     # the tables print what was measured (SegFormer first, then SegNet)
-    assert rows['SAPA-B'][0][1] == f"{seg['sapa']['mIoU']:.2f}"
-    assert rows['SAPA-B'][1][3] == f"{segnet['sapa']['val_loss']:.4f}"
-    assert rows['NN'][0][2] == f"{segnet['nearest']['mBIoU']:.2f}"
-    # the SegNet curves have a validation loss every 10 iterations
-    from sapa_mm.demo.runs import read_scalars
-    for r in segnet.values():
+    m, sd = seg['sapa']['mIoU']
+    assert rows['SAPA-B'][0][1] == f'{m:.2f} ± {sd:.2f}'
+    assert rows['SAPA-B'][0][6] == ' / '.join(f"{seg['sapa']['runs'][s]['mIoU']:.1f}" for s in '01')
+    # the first seed went through tools/test.py; its metrics are the last validation's
+    from sapa_mm.demo.runs import read_scalars, read_test_metrics
+    first = seg['sapa']['runs']['0']
+    tested = read_test_metrics(osp.join(first['work_dir'], 'test'))
+    _, val = read_scalars(first['work_dir'])
+    assert tested['mIoU'] == pytest.approx(val[-1]['mIoU'], abs=0.01)
+    # the SegNet curves have a validation loss every 5 iterations
+    for r in segnet['nearest']['runs'].values():
         _, val = read_scalars(r['work_dir'])
-        assert [v['step'] for v in val] == [10, 20] and all(v['val_ce'] > 0 for v in val)
+        assert [v['step'] for v in val] == [5, 10] and all(v['val_ce'] > 0 for v in val)
     for experiment in ('segformer', 'segnet'):
         for name in (f'curves_{experiment}.png', f'comparison_{experiment}.png'):
             path = work / name

@@ -124,3 +124,20 @@ def test_registered_in_mmdet():
     neck = MODELS.build(dict(type='GuidedFPN', in_channels=IN_CHANNELS, out_channels=16,
                              num_outs=5, upsample_cfg=dict(type='SAPA')))
     assert isinstance(neck, GuidedFPN)
+
+
+@pytest.mark.parametrize('cfg', [dict(scale_factor=2), dict(), dict(mode='nearest'),
+                                 dict(scale_factor=2, mode='bilinear', align_corners=False)],
+                         ids=['scale-only', 'empty', 'mode-only', 'scale-bilinear'])
+def test_every_stock_upsample_cfg_is_stock(cfg):
+    """Any upsample_cfg the stock FPN passes to F.interpolate (no type; mode defaults
+    to nearest) builds and gives the stock outputs bit for bit."""
+    kw = dict(in_channels=IN_CHANNELS, out_channels=16, num_outs=5, upsample_cfg=cfg)
+    torch.manual_seed(0)
+    stock = FPN(**kw)
+    guided = GuidedFPN(**kw)
+    guided.load_state_dict(stock.state_dict())
+    assert not list(guided.upsamplers.parameters())
+    x = _inputs(EVEN)
+    for u, v in zip(stock(x), guided(x)):
+        assert torch.equal(u, v)

@@ -151,7 +151,7 @@ def test_unknown_type_is_a_clear_error():
     with pytest.raises(KeyError, match='SAPAA'):
         build_guided_upsampler(dict(type='SAPAA'), 8)
     with pytest.raises(KeyError, match='type'):
-        build_guided_upsampler(dict(scale_factor=2), 8)
+        build_guided_upsampler(dict(kernel_size=3), 8)
 
 
 def test_fit_to_size_crops_the_odd_case():

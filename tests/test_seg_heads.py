@@ -170,3 +170,16 @@ def test_init_weights_keeps_the_upsamplers_own_init():
     head.init_weights()
     enc = head.upsamplers[0].layer.content_encoder.weight
     assert enc.std() < 0.01  # CARAFE's normal(std=0.001) init of the content encoder
+
+
+def test_uper_head_sapa_on_levels_4x_apart_and_error_on_1x():
+    """Levels 4x apart (a stage skipped): x goes bilinearly to half the guide's size,
+    then through SAPA; levels at the same size (dilated stages): one clear error."""
+    cfg = _common(pool_scales=(1, 2), upsample_cfg=dict(type='SAPA', variant='B', embed_dim=8))
+    torch.manual_seed(0)
+    head = GuidedUPerHead(**cfg).eval()
+    out = head(_inputs([(32, 48), (8, 12), (4, 6), (2, 3)]))
+    assert out.shape == (2, 5, 32, 48) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r'GuidedUPerHead: level 2 -> 1: x \(2, 16, 8, 12\) '
+                                         r'is not 2x smaller than its guide \(2, 16, 8, 12\)'):
+        head(_inputs([(16, 24), (8, 12), (8, 12), (4, 6)]))

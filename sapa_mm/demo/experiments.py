@@ -38,73 +38,104 @@ import os.path as osp
 import time
 
 from . import data, figures, measure, report
-from .runs import ToolError, evaluate, fmt_s, read_scalars, say, time_per_iter, tool_env, train
+from .runs import (ToolError, evaluate, fmt_s, quiet_warnings, read_scalars, say, time_per_iter,
+                   tool_env, train)
 from .spec import (DET_VARIANTS, EXPERIMENTS, ROOT, VARIANTS, det_config, det_options,
                    seg_config, seg_options)
 
 
-def train_and_evaluate(args, data_root, experiment, variants, iters, val_interval):
-    """Train and evaluate every variant of one experiment; returns {variant: run}."""
-    runs = {}
-    world = args.nproc
-    opts = seg_options(iters, val_interval, args.seed, world_size=world,
-                       deterministic=args.deterministic, ckpt_interval=iters,
-                       experiment=experiment)
-    env = tool_env(data_root, threads=max(1, (os.cpu_count() or 2) // world)
-                   if world > 1 else None)
-    for i, v in enumerate(variants):
-        config = seg_config(experiment, v)
-        wd = osp.join(args.work_dir, experiment, v)
-        ckpt = osp.join(wd, f'iter_{iters}.pth')
-        name = VARIANTS[v]
-        if args.reuse and osp.isfile(ckpt):
-            say(f'{experiment} {name}: reusing {ckpt}')
-            secs = float('nan')
-        else:
-            say(f'{experiment} [{i + 1}/{len(variants)}] training {name} for {iters} iterations '
-                f'({world} process{"es" if world > 1 else ""}) -> {wd}')
-            secs = train(config, wd, opts, env, f'{experiment} {name}', iters,
-                         every=args.progress, nproc=world)
-        say(f'{experiment} {name}: evaluating {osp.relpath(ckpt, ROOT)} with tools/test.py')
+def _one_run(args, data_root, experiment, variant, seed, iters, opts, env, evaluate_ckpt):
+    """Train (unless --reuse finds it done) and read one run's final validation;
+    with ``evaluate_ckpt``, evaluate the last checkpoint with tools/test.py as well."""
+    config = seg_config(experiment, variant)
+    wd = osp.join(args.work_dir, experiment, f'{variant}_seed{seed}')
+    ckpt = osp.join(wd, f'iter_{iters}.pth')
+    name = f'{experiment} {VARIANTS[variant]} seed {seed}'
+    _, val = read_scalars(wd) if osp.isdir(wd) else ([], [])
+    if args.reuse and osp.isfile(ckpt) and val and val[-1]['step'] == iters:
+        say(f'{name}: reusing {ckpt}')
+        secs = float('nan')
+    else:
+        say(f'{name}: training {iters} iterations -> {wd}')
+        secs = train(config, wd, opts(seed), env, name, iters, every=args.progress,
+                     nproc=args.nproc)
+    train_rows, val = read_scalars(wd)
+    if not val or val[-1]['step'] != iters:
+        raise ToolError(f'{name}: no validation at iteration {iters} in {wd}')
+    metrics = dict(val[-1])
+    if evaluate_ckpt:
+        say(f'{name}: evaluating {osp.relpath(ckpt, ROOT)} with tools/test.py')
         metrics = evaluate(config, ckpt, osp.join(wd, 'test'), tool_env(data_root), name)
-        train_rows, _ = read_scalars(wd)
-        runs[v] = dict(label=name, config=config, work_dir=wd, checkpoint=ckpt,
-                       mIoU=metrics.get('mIoU', float('nan')),
-                       mBIoU=metrics.get('mBIoU', float('nan')),
-                       val_loss=metrics.get('val_ce', float('nan')),
-                       aAcc=metrics.get('aAcc', float('nan')),
-                       train_seconds=secs, s_per_iter=time_per_iter(train_rows))
-        say(f'{experiment} {name}: mIoU {runs[v]["mIoU"]:.2f}  boundary IoU '
-            f'{runs[v]["mBIoU"]:.2f}  val loss {runs[v]["val_loss"]:.4f}')
-    return runs
+    run = dict(label=VARIANTS[variant], variant=variant, seed=seed, config=config,
+               work_dir=wd, checkpoint=ckpt, mIoU=metrics.get('mIoU', float('nan')),
+               mBIoU=metrics.get('mBIoU', float('nan')),
+               val_loss=metrics.get('val_ce', float('nan')),
+               aAcc=metrics.get('aAcc', float('nan')),
+               train_seconds=secs, s_per_iter=time_per_iter(train_rows))
+    say(f'{name}: mIoU {run["mIoU"]:.2f}  boundary IoU {run["mBIoU"]:.2f}  val loss '
+        f'{run["val_loss"]:.4f}')
+    return run
+
+
+def train_and_evaluate(args, data_root, experiment, variants, iters, val_interval):
+    """Train and evaluate every variant on every seed, ``args.jobs`` runs at a time
+    (seed-major, so that whatever has finished is paired); returns
+    {variant: {seed: run}}. The first seed's checkpoints also go through tools/test.py."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 2) // (args.jobs * args.nproc))
+    env = tool_env(data_root, threads=threads)
+
+    def opts(seed):
+        return seg_options(iters, val_interval, seed, world_size=args.nproc,
+                           deterministic=args.deterministic, ckpt_interval=iters,
+                           experiment=experiment)
+
+    tasks = [(v, seed) for seed in args.seeds for v in variants]
+    say(f'{experiment}: {len(tasks)} runs ({len(variants)} variants x {len(args.seeds)} seeds), '
+        f'{args.jobs} at a time, {threads} thread(s) each')
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {(v, seed): pool.submit(_one_run, args, data_root, experiment, v, seed, iters,
+                                          opts, env, seed == args.seeds[0])
+                   for v, seed in tasks}
+        runs = {v: {} for v in variants}
+        for (v, seed), fut in futures.items():
+            runs[v][seed] = fut.result()
+    return runs, threads
 
 
 def run_experiment(args, data_root, experiment):
-    """One experiment end to end; returns (runs, the lines of its report)."""
+    """One experiment end to end; returns (its summary, the lines of its report)."""
     spec = EXPERIMENTS[experiment]
     variants = args.variants if experiment == 'segformer' else args.segnet_variants
     iters = args.iters if experiment == 'segformer' else args.segnet_iters
     val_interval = args.val_interval if experiment == 'segformer' else args.segnet_val_interval
-    runs = train_and_evaluate(args, data_root, experiment, variants, iters, val_interval)
+    runs, threads = train_and_evaluate(args, data_root, experiment, variants, iters, val_interval)
     say(f'{experiment}: counting parameters and FLOPs')
-    for r in runs.values():
-        r.update(measure.complexity(r['config']))
-    size = runs[variants[0]]['input_shape'][0]
+    cost = {v: measure.complexity(seg_config(experiment, v)) for v in variants}
+    size = cost[variants[0]]['input_shape'][0]
     say(f'{experiment}: timing a training step of each variant (interleaved, median of 8)')
     batch = spec['batch']
-    for v, t in measure.benchmark({v: r['config'] for v, r in runs.items()}, size,
+    for v, t in measure.benchmark({v: seg_config(experiment, v) for v in variants}, size,
                                   batch).items():
-        runs[v]['s_per_step'] = t
-    title = f'{spec["title"]}, {iters} iterations, seed {args.seed}'
-    lines = report.seg_report(experiment, title, runs, size, batch)
+        cost[v]['s_per_step'] = t
+    title = (f'{spec["title"]}, {iters} iterations, seeds {", ".join(map(str, args.seeds))}, '
+             f'{report.machine()}, {threads} thread(s) a run')
+    lines = report.seg_report(experiment, title, runs, cost, size, batch)
+    first = {v: runs[v][args.seeds[0]] for v in variants}
     if not args.no_figures:
         curves = osp.join(args.work_dir, f'curves_{experiment}.png')
         figures.plot_curves(runs, curves, title)
         comp = osp.join(args.work_dir, f'comparison_{experiment}.png')
-        figures.plot_comparison(runs, osp.join(data_root, 'seg'), comp, spec['title'],
-                                spec['feature'])
+        figures.plot_comparison(first, osp.join(data_root, 'seg'), comp,
+                                f'{spec["title"]}, seed {args.seeds[0]}', spec['feature'])
         say(f'{experiment}: figures {curves}, {comp}')
-    return runs, lines
+    reference = runs.get('bilinear')
+    summary = {v: dict(cost[v], label=VARIANTS[v], runs=runs[v],
+                       **{k: report.mean_std(x) for k, x in report.seed_stats(
+                           list(runs[v].values()), None if v == 'bilinear' else reference).items()})
+               for v in variants}
+    return summary, lines
 
 
 def run_detection(args, data_root):
@@ -152,7 +183,11 @@ def parse_args(argv=None):
                    help='SegNet training iterations per variant')
     p.add_argument('--segnet-val-interval', type=int, default=150,
                    help='SegNet: validate every N iterations')
-    p.add_argument('--seed', type=int, default=0, help='training seed')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                   help='training seeds: every variant is trained on each')
+    p.add_argument('--jobs', type=int, default=None,
+                   help='runs at a time (default: 2 on a machine with 2 or more cores, '
+                   'threads split between them; 1 with --nproc > 1)')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the generated data')
     p.add_argument('--nproc', type=int, default=1,
                    help='train each variant with torchrun on N processes (same global batch)')
@@ -167,6 +202,11 @@ def parse_args(argv=None):
     p.add_argument('--det-iters', type=int, default=300)
     p.add_argument('--det-variants', nargs='+', default=['sapa'], choices=list(DET_VARIANTS))
     args = p.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = 1 if args.nproc > 1 else min(2, os.cpu_count() or 1)
+    if args.jobs < 1:
+        p.error('--jobs must be at least 1')
+    args.seed = args.seeds[0]  # the detection demo trains one seed
     for name in ([] if args.det_only else args.experiments):
         if EXPERIMENTS[name]['batch'] % args.nproc:
             p.error(f'--nproc must divide the {name} batch {EXPERIMENTS[name]["batch"]}')
@@ -174,8 +214,7 @@ def parse_args(argv=None):
 
 
 def run(argv=None):
-    import warnings
-    warnings.filterwarnings('ignore', category=UserWarning, module=r'mm(seg|det|engine|cv)')
+    quiet_warnings()
     args = parse_args(argv)
     t_start = time.time()
     args.work_dir = osp.abspath(args.work_dir)
@@ -184,7 +223,8 @@ def run(argv=None):
     say(f'data: {data_root} (tools/make_demo_data.py, seed {args.data_seed})')
     data.ensure(data_root, seed=args.data_seed,
                 only=('det', ) if args.det_only else ('seg', 'det'))
-    summary = dict(seed=args.seed, nproc=args.nproc, data=data_root)
+    summary = dict(seeds=args.seeds, nproc=args.nproc, jobs=args.jobs, data=data_root,
+                   machine=report.machine())
     lines = []
     for experiment in ([] if args.det_only else args.experiments):
         runs, text = run_experiment(args, data_root, experiment)

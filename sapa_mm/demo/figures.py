@@ -13,28 +13,31 @@ from .spec import VARIANTS
 
 
 def plot_curves(runs, path, title):
-    """Training and validation loss (left), validation mIoU and boundary IoU (right)."""
+    """Training and validation loss (left), validation mIoU and boundary IoU (right);
+    ``runs`` is {variant: {seed: run}}: one colour per variant, one line per seed."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, run in runs.items():
-        train, val = read_scalars(run['work_dir'])
-        line, = axes[0].plot([r['step'] for r in train], [r['loss'] for r in train],
-                             alpha=0.6, label=f'{VARIANTS[name]} train')
-        colour = line.get_color()
-        if not val:
-            continue
-        steps = [r['step'] for r in val]
-        if 'val_ce' in val[0]:
-            axes[0].plot(steps, [r['val_ce'] for r in val], marker='o', color=colour,
-                         linewidth=2, label=f'{VARIANTS[name]} validation')
-        axes[1].plot(steps, [r['mIoU'] for r in val], marker='o', color=colour,
-                     label=f'{VARIANTS[name]} mIoU')
-        axes[1].plot(steps, [r.get('mBIoU', float('nan')) for r in val], marker='s',
-                     linestyle='--', color=colour, label=f'{VARIANTS[name]} boundary IoU')
-    axes[0].set(title='loss (cross-entropy)', xlabel='iteration', yscale='log')
-    axes[1].set(title='validation (demo set)', xlabel='iteration', ylabel='%')
+    for k, (name, by_seed) in enumerate(runs.items()):
+        colour = f'C{k}'
+        for i, run in enumerate(by_seed.values()):
+            train, val = read_scalars(run['work_dir'])
+            label = (lambda what: f'{VARIANTS[name]} {what}') if i == 0 else (lambda what: None)
+            axes[0].plot([r['step'] for r in train], [r['loss'] for r in train], alpha=0.35,
+                         color=colour, linewidth=0.8, label=label('train'))
+            if not val:
+                continue
+            steps = [r['step'] for r in val]
+            if 'val_ce' in val[0]:
+                axes[0].plot(steps, [r['val_ce'] for r in val], marker='o', color=colour,
+                             linewidth=1.5, label=label('validation'))
+            axes[1].plot(steps, [r['mIoU'] for r in val], marker='o', color=colour,
+                         label=label('mIoU'))
+            axes[1].plot(steps, [r.get('mBIoU', float('nan')) for r in val], marker='s',
+                         linestyle='--', color=colour, label=label('boundary IoU'))
+    axes[0].set(title='loss (cross-entropy), every seed', xlabel='iteration', yscale='log')
+    axes[1].set(title='validation (demo set), every seed', xlabel='iteration', ylabel='%')
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

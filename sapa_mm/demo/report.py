@@ -1,18 +1,21 @@
 """The demo's tables (plain text that is also Markdown) and the statistics of the
 small-scale reproduction."""
+import os
 import platform
 import statistics
 
 from .spec import EXPERIMENTS, VARIANTS
 
 SEG_NOTES = [
-    'mIoU / boundary IoU / val loss: tools/test.py on the last checkpoint '
-    '(%, %, per-pixel cross-entropy). params: trainable; GFLOPs: '
+    'mIoU / boundary IoU / val loss: the validation after the last iteration (%, %, '
+    'per-pixel cross-entropy; for the first seed tools/test.py on the last checkpoint), '
+    'mean ± sample std over the seeds; Δ: the per-seed difference to bilinear (same '
+    'seed: the same initial backbone and data order). params: trainable; GFLOPs: '
     'multiply-accumulates of one image.',
     's/iter (batch): one training step on random data, all variants '
     'timed in turns (median of 8); s/iter (train log): median of the '
-    "training log's iteration times (data loading included; sensitive to "
-    'other load on the machine).', '']
+    "training logs' iteration times (data loading included; runs that share the "
+    'machine slow each other down).', '']
 
 
 def table(rows, columns):
@@ -31,9 +34,12 @@ def table(rows, columns):
 def seg_columns(size, batch):
     return [
         ('upsampler', lambda r: r['label']),
-        ('mIoU', lambda r: f"{r['mIoU']:.2f}"),
-        ('boundary IoU', lambda r: f"{r['mBIoU']:.2f}"),
-        ('val loss', lambda r: f"{r['val_loss']:.4f}"),
+        ('mIoU', lambda r: r['mIoU']),
+        ('boundary IoU', lambda r: r['mBIoU']),
+        ('val loss', lambda r: r['val_loss']),
+        ('Δ mIoU vs bilinear', lambda r: r['dmIoU']),
+        ('Δ boundary IoU', lambda r: r['dmBIoU']),
+        ('per seed (mIoU)', lambda r: r['per_seed_mIoU']),
         ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
         (f'GFLOPs (MAC, {size}x{size})', lambda r: f"{r['macs'] / 1e9:.4f}"),
         (f's/iter (batch {batch})', lambda r: f"{r['s_per_step']:.3f}"),
@@ -51,10 +57,23 @@ def det_columns():
             ('s/iter', lambda r: f"{r['s_per_iter']:.3f}")]
 
 
-def seg_report(experiment, title, runs, size, batch):
-    """The lines of one experiment's section of results.md."""
+def seg_report(experiment, title, runs, cost, size, batch):
+    """The lines of one experiment's section of results.md: ``runs`` is
+    {variant: {seed: run}}, ``cost`` {variant: params, macs, s_per_step}."""
+    reference = runs.get('bilinear')
+    rows = []
+    for v, by_seed in runs.items():
+        stats = seed_stats(list(by_seed.values()),
+                           None if v == 'bilinear' else reference)
+        times = sorted(r['s_per_iter'] for r in by_seed.values())
+        rows.append(dict(cost[v], label=VARIANTS[v], s_per_iter=times[len(times) // 2],
+                         per_seed_mIoU=' / '.join(f"{r['mIoU']:.1f}" for r in by_seed.values()),
+                         mIoU=pm(stats['mIoU']), mBIoU=pm(stats['mBIoU']),
+                         val_loss=pm4(stats['val_loss']),
+                         dmIoU=pm(stats['dmIoU']) if stats['dmIoU'] else '-',
+                         dmBIoU=pm(stats['dmBIoU']) if stats['dmBIoU'] else '-'))
     return [f'{experiment}: {title}, demo validation set', '',
-            table(list(runs.values()), seg_columns(size, batch)), '']
+            table(rows, seg_columns(size, batch)), '']
 
 
 def det_report(results, iters):
@@ -74,8 +93,13 @@ def mean_std(values):
 
 
 def pm(values):
-    m, s = mean_std(values)
+    m, s = mean_std(list(values))
     return f'{m:.2f} ± {s:.2f}'
+
+
+def pm3(values):
+    m, s = mean_std(list(values))
+    return f'{m:.3f} ± {s:.3f}'
 
 
 def pm4(values):
@@ -83,28 +107,40 @@ def pm4(values):
     return f'{m:.4f} ± {s:.4f}'
 
 
+def seed_stats(runs, reference=None):
+    """Lists over seeds of mIoU, mBIoU and val_loss and, given the bilinear runs
+    ``reference`` ({seed: run}), of the per-seed differences dmIoU / dmBIoU."""
+    stats = {k: [r[k] for r in runs if r.get(k) is not None] for k in ('mIoU', 'mBIoU', 'val_loss')}
+    pairs = [(r, reference[r['seed']]) for r in runs if reference and r['seed'] in reference]
+    stats['dmIoU'] = [a['mIoU'] - b['mIoU'] for a, b in pairs]
+    stats['dmBIoU'] = [a['mBIoU'] - b['mBIoU'] for a, b in pairs]
+    return stats
+
+
+def machine():
+    """The machine in a few words: architecture, CPU model, cores."""
+    return f'{platform.machine()} {cpu_name()}, {os.cpu_count()} cores'
+
+
 def reproduction_table(experiment, results, arms, seeds, iters, threads=None):
     """Per arm (variant, upsampler lr): mean ± sample std over seeds of mIoU, boundary
     IoU and validation loss, of the per-seed difference to bilinear, and of the final
     attention statistics where recorded."""
     by = {(r['variant'], r.get('upsampler_lr'), r['seed']): r for r in results}
-    has_bilinear = ('bilinear', None) in arms
+    reference = ({s: by[('bilinear', None, s)] for s in seeds if ('bilinear', None, s) in by}
+                 if ('bilinear', None) in arms else None)
     rows = []
     for v, lr in arms:
         rs = [by[(v, lr, s)] for s in seeds if (v, lr, s) in by]
         att = [r['attention'] for r in rs if r.get('attention')]
+        stats = seed_stats(rs, None if v == 'bilinear' else reference)
         row = dict(label=VARIANTS[v] + ('' if lr is None else f' @ {lr:g}'), n=len(rs),
-                   mIoU=pm([r['mIoU'] for r in rs]), mBIoU=pm([r['mBIoU'] for r in rs]),
-                   val_loss=pm4([r.get('val_loss') for r in rs]),
-                   logit_std=pm([a['logit_std'] for a in att]) if att else '-',
-                   max_weight=pm([a['max_weight'] for a in att]) if att else '-')
-        if v != 'bilinear' and has_bilinear:
-            pairs = [(by[(v, lr, s)], by[('bilinear', None, s)]) for s in seeds
-                     if (v, lr, s) in by and ('bilinear', None, s) in by]
-            row['dmIoU'] = pm([a['mIoU'] - b['mIoU'] for a, b in pairs])
-            row['dmBIoU'] = pm([a['mBIoU'] - b['mBIoU'] for a, b in pairs])
-        else:
-            row['dmIoU'] = row['dmBIoU'] = '-'
+                   mIoU=pm(stats['mIoU']), mBIoU=pm(stats['mBIoU']),
+                   val_loss=pm4(stats['val_loss']),
+                   dmIoU=pm(stats['dmIoU']) if stats['dmIoU'] else '-',
+                   dmBIoU=pm(stats['dmBIoU']) if stats['dmBIoU'] else '-',
+                   logit_std=pm(a['logit_std'] for a in att) if att else '-',
+                   max_weight=pm3(a['max_weight'] for a in att) if att else '-')
         row['per_seed'] = ' / '.join(f"{by[(v, lr, s)]['mIoU']:.1f}, {by[(v, lr, s)]['mBIoU']:.1f}"
                                      for s in seeds if (v, lr, s) in by)
         rows.append(row)
@@ -116,7 +152,7 @@ def reproduction_table(experiment, results, arms, seeds, iters, threads=None):
             ('logit std', lambda r: r['logit_std']),
             ('max weight', lambda r: r['max_weight']),
             ('per seed (mIoU, bIoU)', lambda r: r['per_seed'])]
-    where = f'{platform.machine()} {cpu_name()}, {threads or "default"} thread(s) a run'
+    where = f'{machine()}, {threads or "default"} thread(s) a run'
     head = (f'Small-scale reproduction: {EXPERIMENTS[experiment]["title"]}, {iters} iterations, seeds '
             f'{", ".join(map(str, seeds))}; mean ± sample std over seeds (%), demo '
             f'validation set; {where}. "@ LR": the upsampler\'s peak learning rate; '

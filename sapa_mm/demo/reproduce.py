@@ -39,7 +39,7 @@ import time
 
 from . import data
 from .report import reproduction_table
-from .runs import (ToolError, attention_stats_cmd, fmt_s, read_scalars, run_logged, say,
+from .runs import (ToolError, attention_stats_cmd, fmt_s, quiet_warnings, read_scalars, run_logged, say,
                    time_per_iter, tool_env, train)
 from .spec import EXPERIMENTS, FORMER_NAMES, LEARNED, VARIANTS, seg_config, seg_options
 
@@ -141,6 +141,7 @@ def parse_args(argv=None):
 
 
 def run(argv=None):
+    quiet_warnings()
     args = parse_args(argv)
     args.work_dir = osp.abspath(args.work_dir)
     data_root = osp.abspath(args.data)

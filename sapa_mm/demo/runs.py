@@ -45,15 +45,29 @@ def free_port():
         return s.getsockname()[1]
 
 
+# setuptools' notice that mmengine imports pkg_resources: not the user's concern
+_PKG_RESOURCES = 'pkg_resources is deprecated'
+
+
+def quiet_warnings():
+    """Silence, in this process, the warnings the stack prints that say nothing
+    about the user's run (mm* deprecations, pkg_resources)."""
+    import warnings
+    warnings.filterwarnings('ignore', category=UserWarning, module=r'mm(seg|det|engine|cv)')
+    warnings.filterwarnings('ignore', message=_PKG_RESOURCES)
+
+
 def tool_env(data_root, threads=None):
     """Environment of a tool run: the demo data directories, unbuffered output,
-    passive OpenMP waiting and (``threads``) OMP_NUM_THREADS."""
+    passive OpenMP waiting, no pkg_resources notice and (``threads``) OMP_NUM_THREADS."""
     env = dict(os.environ)
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env['SAPA_DEMO_SEG'] = osp.join(data_root, 'seg')
     env['SAPA_DEMO_COCO'] = osp.join(data_root, 'coco')
     env.setdefault('PYTHONUNBUFFERED', '1')
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    env['PYTHONWARNINGS'] = ','.join(filter(None, [env.get('PYTHONWARNINGS'),
+                                                   f'ignore:{_PKG_RESOURCES}:UserWarning']))
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
     return env

@@ -65,12 +65,14 @@ from .sapa import SAPA
 __all__ = [
     'INTERPOLATION_MODES', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS', 'Adapter', 'Interpolate',
     'UnguidedUpsampler', 'build_guided_upsampler', 'is_guided', 'is_interpolation_cfg',
-    'init_upsampler'
+    'init_upsampler', 'upsample_step'
 ]
 
 #: ``type`` (or stock ``mode``) values that are a fixed ``F.interpolate``.
 INTERPOLATION_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area')
 _ALIGNABLE = ('bilinear', 'bicubic')  # the modes that accept align_corners
+# what a type-less upsample_cfg may hold besides mode: F.interpolate's options
+_INTERPOLATE_OPTIONS = {'scale_factor', 'align_corners', 'recompute_scale_factor', 'antialias'}
 
 #: the guided upsamplers of this package, by registered name
 GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U}
@@ -130,6 +132,28 @@ class UnguidedUpsampler(nn.Module):
 
     def init_weights(self) -> None:
         init_upsampler(self.layer)
+
+
+def upsample_step(up: nn.Module, x: torch.Tensor, guide: torch.Tensor, scale_factor: int = 2,
+                  owner: str = 'upsampler', where: str = '') -> torch.Tensor:
+    """``up(x, guide)`` for a pyramid step whose levels may be further apart than
+    ``scale_factor`` (a stock head resizes whatever the ratio). An interpolation takes
+    any sizes. A learned ×s upsampler gets x brought bilinearly to the grid it covers
+    the guide from (``ceil(guide / s)``) when x is smaller than that; when x is larger
+    (levels less than s apart, e.g. a dilated backbone) the step is an error naming
+    the levels and sizes."""
+    if isinstance(up, Interpolate):
+        return up(x, guide)
+    s = scale_factor
+    size, target = tuple(x.shape[2:]), tuple(guide.shape[2:])
+    if all(abs(g - s * a) < s for a, g in zip(size, target)):  # a x{s} step
+        return up(x, guide)
+    lo = tuple(-(-g // s) for g in target)
+    if any(a > b for a, b in zip(size, lo)):
+        raise ValueError(f'{owner}: {where}x {tuple(x.shape)} is not {s}x smaller than its guide '
+                         f'{tuple(guide.shape)}: a learned x{s} upsampler needs pyramid levels '
+                         f'at least {s}x apart (use an interpolation upsample_cfg for these levels)')
+    return up(F.interpolate(x, size=lo, mode='bilinear', align_corners=False), guide)
 
 
 def init_upsampler(module: nn.Module) -> None:
@@ -238,10 +262,12 @@ def _split_type(cfg) -> Tuple[object, dict]:
         raise TypeError(f'upsample_cfg must be a dict, a type name or a class, got {type(cfg)}')
     cfg = dict(cfg)
     typ = cfg.pop('type', None)
-    if typ is None:  # the stock mmdet FPN spelling: dict(mode='nearest', ...)
-        typ = cfg.pop('mode', None)
-        if typ is None:
-            raise KeyError(f'upsample_cfg needs a "type" (or the stock "mode"), got {cfg}')
+    if typ is None:  # the stock mmdet FPN spelling: F.interpolate's arguments
+        typ = cfg.pop('mode', 'nearest')  # F.interpolate's default mode
+        unknown = set(cfg) - _INTERPOLATE_OPTIONS
+        if unknown:
+            raise KeyError(f'upsample_cfg needs a "type" (or only F.interpolate arguments, as '
+                           f'the stock FPN takes), got {cfg}')
     elif typ in INTERPOLATION_MODES and 'mode' in cfg:
         if cfg.pop('mode') != typ:
             raise ValueError(f'upsample_cfg {cfg}: "type" and "mode" disagree')

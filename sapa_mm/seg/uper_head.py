@@ -7,7 +7,7 @@ from mmseg.models.decode_heads import UPerHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from ..layers.guided import build_guided_upsampler, init_upsampler
+from ..layers.guided import build_guided_upsampler, init_upsampler, upsample_step
 
 
 @MODELS.register_module()
@@ -16,7 +16,10 @@ class GuidedUPerHead(UPerHead):
 
     Step ``i -> i-1`` computes ``laterals[i-1] + up(laterals[i], guide=laterals[i-1])``:
     the guide is the target level's lateral feature (``channels`` wide). The final
-    fusion of the FPN outputs to 1/4 scale stays bilinear, as in the paper.
+    fusion of the FPN outputs to 1/4 scale stays bilinear, as in the paper. Levels
+    more than 2x apart: x is first resized bilinearly to half the guide's size;
+    levels less than 2x apart are an error with a learned upsampler
+    (``sapa_mm.layers.guided.upsample_step``).
 
     Args:
         upsample_cfg: any upsampler of ``sapa_mm.layers.guided`` (``dict(type='SAPA',
@@ -45,8 +48,9 @@ class GuidedUPerHead(UPerHead):
 
         n = len(laterals)
         for i in range(n - 1, 0, -1):  # top-down
-            laterals[i - 1] = laterals[i - 1] + self.upsamplers[i - 1](laterals[i],
-                                                                       laterals[i - 1])
+            laterals[i - 1] = laterals[i - 1] + upsample_step(
+                self.upsamplers[i - 1], laterals[i], laterals[i - 1], 2, 'GuidedUPerHead',
+                f'level {i} -> {i - 1}: ')
 
         fpn_outs = [self.fpn_convs[i](laterals[i]) for i in range(n - 1)]
         fpn_outs.append(laterals[-1])

@@ -9,6 +9,7 @@ building the Runner, so a machine without ADE20K or COCO gets that message inste
 of a traceback from inside a loader. This module holds no datasets.
 """
 import os.path as osp
+import re
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from .errors import UserError
@@ -116,11 +117,28 @@ def _paths(ds) -> List[str]:
     return paths
 
 
+def _is_url(path: str) -> bool:
+    """``s3://...``, ``petrel://...``, ``http(s)://...``: a path the local disk cannot check."""
+    return bool(re.match(r'[A-Za-z][A-Za-z0-9+.-]*://', path))
+
+
+def _remote(ds) -> bool:
+    """A dataset read through a storage backend (``backend_args`` / a
+    ``file_client_args`` other than the local disk) or from a URL: not checked here;
+    the loaders report what they cannot read."""
+    for key in ('backend_args', 'file_client_args'):
+        args = ds.get(key)
+        if args and (args.get('backend') or 'local') not in ('local', 'disk'):
+            return True
+    return any(_is_url(p) for p in _paths(ds))
+
+
 def missing_data(cfg, splits: Iterable[str] = ('train', 'val', 'test')
                  ) -> List[Tuple[str, str, str, str]]:
     """``(split, kind, data_root, first missing path)`` for every dataset of the
     given splits (``'train'`` or ``'train_dataloader'``, ...) whose files are not on
-    disk. Relative paths are taken from the current directory, as the loaders do."""
+    disk. Relative paths are taken from the current directory, as the loaders do.
+    Datasets on remote storage (URLs, ``backend_args``) are not checked."""
     missing = []
     for split in splits:
         split = split[:-len('_dataloader')] if split.endswith('_dataloader') else split
@@ -128,6 +146,8 @@ def missing_data(cfg, splits: Iterable[str] = ('train', 'val', 'test')
         if not loader:
             continue
         for ds in _datasets(loader.get('dataset')):
+            if _remote(ds):
+                continue
             for path in _paths(ds):
                 if path and not osp.exists(path):
                     missing.append((split, _kind(ds.get('type', 'dataset')),

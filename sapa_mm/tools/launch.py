@@ -95,15 +95,20 @@ def start_distributed(cfg):
 
 
 def stop_distributed():
-    """End a distributed run that succeeded: wait for every rank, then leave the
-    process at once. Tearing gloo down (``destroy_process_group`` or interpreter
-    shutdown) can abort a rank with "terminate called without an active exception"
-    after all the work is done, which torchrun reports as a failed run. The barrier
-    makes sure no collective is still in flight; logs are flushed before leaving."""
+    """End a distributed run that succeeded: wait for every rank, then, on gloo
+    only, leave the process at once. Tearing gloo down (``destroy_process_group`` or
+    interpreter shutdown) can abort a rank with "terminate called without an active
+    exception" after all the work is done, which torchrun reports as a failed run;
+    the barrier makes sure no collective is still in flight and logs are flushed
+    first. Other backends (NCCL) destroy the group and exit normally, so atexit
+    handlers (experiment trackers, profilers) run."""
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         return
     dist.barrier()
+    if dist.get_backend() != 'gloo':
+        dist.destroy_process_group()
+        return
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
