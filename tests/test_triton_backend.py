@@ -441,3 +441,24 @@ def test_kernels_compile_for_sm90(tmp_path):
     if proc.returncode == 3:
         pytest.skip(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stdout[-6000:]
+
+
+@interpreted
+def test_channel_offsets_are_int64_past_2_31():
+    """The kernels' plane sizes are int64: ``c * HWs + p`` for channel 255 of a
+    2x upsampling of a 1500x1500 map (255 * 9e6 = 2.3e9 > 2**31) is exact, where
+    int32 arithmetic wraps to a negative address."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def offsets(out_ptr, c, H, W, S: tl.constexpr):
+        HW, HWs = tb._plane_sizes(H, W, S)
+        p = tl.arange(0, 4)
+        tl.store(out_ptr + p, c * HWs + p * HW)
+
+    out = torch.zeros(4, dtype=torch.int64)
+    offsets[(1, )](out, 255, 1500, 1500, S=2)
+    hw = 1500 * 1500
+    assert out.tolist() == [255 * hw * 4 + p * hw for p in range(4)]
+    assert 255 * hw * 4 > 2 ** 31

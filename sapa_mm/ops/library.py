@@ -45,10 +45,15 @@ HAS_CUSTOM_OP = hasattr(torch.library, 'custom_op') and hasattr(torch.library, '
 # kernels: one module per backend, and the one-way fall-back from a failing Triton
 
 _triton_failed = False
+# (kernel, dtype) pairs whose first Triton result in this process was compared with
+# the 'torch' kernel: a GPU the kernels were never run on is checked, not trusted
+_triton_checked = set()
+_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}  # half / bfloat16: 2e-2
 
 
 def triton_failed() -> bool:
-    """True once a Triton kernel failed to compile or launch in this process."""
+    """True once a Triton kernel failed (to compile, to launch, or to agree with the
+    'torch' kernel on its first call) in this process."""
     return _triton_failed
 
 
@@ -58,17 +63,45 @@ def _module(backend: str) -> ModuleType:
     return cpu_backend if backend == 'cpu' else torch_backend
 
 
-def _run(backend: str, name: str, call):
-    """``call(kernels of backend)``; a Triton failure warns once and reruns on 'torch'."""
+def _tensors(out):
+    return [t for t in (out if isinstance(out, (tuple, list)) else (out, )) if t is not None]
+
+
+def _disagreement(got, want) -> Optional[str]:
+    """Why two kernels' results differ beyond rounding, or None."""
+    for a, b in zip(_tensors(got), _tensors(want)):
+        if a.shape != b.shape:
+            return f'shape {tuple(a.shape)} instead of {tuple(b.shape)}'
+        tol = _TOLERANCE.get(b.dtype, 2e-2)
+        err = (a.double() - b.double()).abs().max().item() if b.numel() else 0.0
+        scale = max(b.abs().max().item() if b.numel() else 0.0, 1.0)
+        if not err <= tol * scale:  # also catches NaN
+            return f'max |difference| {err:.3g} to the torch kernel (tolerance {tol * scale:.3g})'
+    return None
+
+
+def _run(backend: str, name: str, call, dtype: torch.dtype):
+    """``call(kernels of backend)``. Triton's first call per kernel and ``dtype`` is
+    synchronised (an illegal memory access surfaces there, not at a later op) and
+    compared with the 'torch' kernel; a failure or a mismatch warns once and the
+    rest of the process runs on 'torch'."""
     global _triton_failed
     impl = _module(backend)
     if impl is not triton_backend:
         return call(impl)
     try:
-        return call(impl)
+        out = call(impl)
+        if (name, dtype) not in _triton_checked:
+            if any(t.is_cuda for t in _tensors(out)):
+                torch.cuda.synchronize()
+            why = _disagreement(out, call(torch_backend))
+            if why is not None:
+                raise ArithmeticError(f'wrong result on its first call: {why}')
+            _triton_checked.add((name, dtype))
+        return out
     except torch.cuda.OutOfMemoryError:
         raise  # the 'torch' path would not fit either
-    except Exception as exc:  # compile errors, out-of-resources, launch failures
+    except Exception as exc:  # compile errors, out-of-resources, launch failures, mismatches
         _triton_failed = True
         warnings.warn(f'sapa_mm: the Triton kernel {name!r} failed on this GPU ({type(exc).__name__}: '
                       f"{str(exc)[:300]}); using the 'torch' backend for the rest of this process.")
@@ -89,22 +122,23 @@ def _c(t: Tensor) -> Tensor:
 # Outputs are made contiguous: the fake kernels promise contiguous strides.
 def correlate_kernel(hi: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
     hi, lo = _c(hi), _c(lo)
-    return _c(_run(backend, 'correlate', lambda impl: impl.correlate(hi, lo, K, s)))
+    return _c(_run(backend, 'correlate', lambda impl: impl.correlate(hi, lo, K, s), hi.dtype))
 
 
 def aggregate_kernel(w: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
     w, lo = _c(w), _c(lo)
-    return _c(_run(backend, 'aggregate', lambda impl: impl.aggregate(w, lo, K, s)))
+    return _c(_run(backend, 'aggregate', lambda impl: impl.aggregate(w, lo, K, s), lo.dtype))
 
 
 def scatter_kernel(w: Tensor, hi: Tensor, K: int, s: int, backend: str) -> Tensor:
     w, hi = _c(w), _c(hi)
-    return _c(_run(backend, 'scatter', lambda impl: impl.scatter(w, hi, K, s)))
+    return _c(_run(backend, 'scatter', lambda impl: impl.scatter(w, hi, K, s), hi.dtype))
 
 
 def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: str) -> Tuple[Tensor, Tensor]:
     q, k, v = _c(q), _c(k), _c(v)
-    out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s))
+    out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s),
+                     v.dtype)
     return _c(out), _c(attn)
 
 
@@ -112,7 +146,8 @@ def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: st
 def deform_upsample_kernel(q: Tensor, k: Tensor, v: Tensor, offset: Tensor, G: int, s: int,
                            backend: str) -> Tuple[Tensor, Tensor]:
     q, k, v, offset = _c(q), _c(k), _c(v), _c(offset)
-    out, attn = _run(backend, 'deform_forward', lambda impl: impl.deform_forward(q, k, v, offset, G, s))
+    out, attn = _run(backend, 'deform_forward', lambda impl: impl.deform_forward(q, k, v, offset, G, s),
+                     v.dtype)
     return _c(out.to(torch_backend.promoted_dtype(q, k, v, offset))), _c(attn)
 
 
@@ -120,7 +155,7 @@ def deform_backward_kernel(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, offset
                            G: int, s: int, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     grad, q, k, v, offset, attn = (_c(t) for t in (grad, q, k, v, offset, attn))
     grads = _run(backend, 'deform_backward',
-                 lambda impl: impl.deform_backward(grad, q, k, v, offset, attn, G, s))
+                 lambda impl: impl.deform_backward(grad, q, k, v, offset, attn, G, s), v.dtype)
     return tuple(_c(g.to(t.dtype)) for g, t in zip(grads, (q, k, v, offset)))
 
 

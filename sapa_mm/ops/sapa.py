@@ -19,6 +19,7 @@ gradients:
 This module checks arguments and picks the backend; ONNX and torch.export get the
 'torch' path inline, so they record standard ops only.
 """
+import logging
 import os
 import sys
 import warnings
@@ -47,19 +48,24 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs on ``device``: explicit name > $SAPA_BACKEND > best available.
 
     The best available is 'triton' for CUDA tensors, 'cpu' for CPU tensors, 'torch'
-    elsewhere. A requested backend that cannot run here falls back to 'torch' with a
-    warning (a missing compiler or Triton should never stop a model).
+    elsewhere. An explicit ``backend`` that cannot run on the device is an error;
+    $SAPA_BACKEND is a preference: where it cannot run (``=cpu`` with CUDA tensors,
+    ``=triton`` on CPU) the best available runs, with one warning. A backend that
+    should run but is unavailable (no compiler, no Triton) falls back to 'torch' with a
+    warning: a missing tool never stops a model.
     """
+    from_env = backend is None and bool(os.environ.get('SAPA_BACKEND'))
     name = backend or os.environ.get('SAPA_BACKEND') or None
     if name is not None and name not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS} or None, got {name!r}')
-    if name == 'cpu' and device.type != 'cpu':
-        raise ValueError(f"backend 'cpu' runs on CPU tensors, got tensors on {device}")
-    if name == 'triton' and device.type != 'cuda':
-        raise ValueError(f"backend 'triton' runs on CUDA tensors, got tensors on {device}")
+        where = '$SAPA_BACKEND' if from_env else 'backend'
+        raise ValueError(f'{where} must be one of {BACKENDS} or None, got {name!r}')
+    fits = {'cpu': device.type == 'cpu', 'triton': device.type == 'cuda'}.get(name, True)
+    if not fits and not from_env:
+        raise ValueError(f"backend {name!r} runs on {'CPU' if name == 'cpu' else 'CUDA'} tensors, "
+                         f'got tensors on {device}')
     if not library.HAS_CUSTOM_OP and _compiling():
         return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
-    return _ready_backend(name, device.type)
+    return _ready_backend(name if fits else None, device.type, None if fits else name)
 
 
 def _compiling() -> bool:
@@ -81,20 +87,48 @@ def _trace_constant(fn):
     return fn
 
 
+_announced = set()  # device types whose backend choice was logged / warned about
+
+
 @_trace_constant
-def _ready_backend(name: Optional[str], device_type: str) -> str:
+def _ready_backend(name: Optional[str], device_type: str, unfit: Optional[str] = None) -> str:
     # Probing builds the C++ library or imports triton: not something to trace.
     if name is None:
         if device_type == 'cuda' and _triton_ready():
-            return 'triton'
-        if device_type == 'cpu' and cpu_backend.available():
-            return 'cpu'
-        return 'torch'
+            chosen, why = 'triton', 'the default on CUDA'
+        elif device_type == 'cpu' and cpu_backend.available():
+            chosen, why = 'cpu', 'the default on CPU'
+        else:
+            chosen = 'torch'
+            why = {'cuda': 'Triton is not installed or failed on this GPU (pip install triton '
+                           'for the fast kernels)',
+                   'cpu': 'the C++ kernel could not be built (no compiler?)'}.get(
+                       device_type, f'no fast kernel for {device_type} tensors')
+        if unfit is not None:
+            why = f'$SAPA_BACKEND={unfit} cannot run on {device_type} tensors; {why}'
+        # (a CPU without a compiler has had cpu_backend's own warning)
+        _announce(device_type, chosen, why, warn=unfit is not None or (
+            chosen == 'torch' and device_type == 'cuda'))
+        return chosen
     ready = cpu_backend.available() if name == 'cpu' else (name != 'triton' or _triton_ready())
     if not ready:
         warnings.warn(f"sapa_mm: backend {name!r} is unavailable here; using 'torch'.")
         return 'torch'
+    _announce(device_type, name, 'requested')
     return name
+
+
+def _announce(device_type: str, backend: str, why: str, warn: bool = False) -> None:
+    """Say once per device type which backend runs SAPA there and why: a log line,
+    or a warning when it is not what the user would expect."""
+    if device_type in _announced:
+        return
+    _announced.add(device_type)
+    msg = f'sapa_mm: SAPA runs on {device_type} tensors with the {backend!r} backend ({why})'
+    if warn:
+        warnings.warn(msg + '.')
+    else:
+        logging.getLogger('sapa_mm').info(msg)
 
 
 # ---------------------------------------------------------------------------------

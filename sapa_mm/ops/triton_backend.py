@@ -42,6 +42,13 @@ __all__ = ['AVAILABLE', 'correlate', 'aggregate', 'scatter', 'upsample_forward',
 if AVAILABLE:
 
     @triton.jit
+    def _plane_sizes(H, W, S: tl.constexpr):
+        """(H·W, H·W·S²) as int64: offsets such as ``c * HWs + p`` pass 2**31 once
+        C·sH·sW does (C = 256 at about 2900² output)."""
+        HW = H.to(tl.int64) * W
+        return HW, HW * S * S
+
+    @triton.jit
     def _window(p, pmask, H, W, K: tl.constexpr, S: tl.constexpr,
                 BLOCK_KK: tl.constexpr):
         """Low-res offsets and validity of the K² taps of high-res pixels ``p``.
@@ -78,8 +85,7 @@ if AVAILABLE:
                           BLOCK_KK: tl.constexpr, BLOCK_P: tl.constexpr):
         """One program: BLOCK_P high-res pixels x all K² taps, reduced over C."""
         b = tl.program_id(1).to(tl.int64)
-        HW = H * W
-        HWs = HW * S * S
+        HW, HWs = _plane_sizes(H, W, S)
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < HWs
         nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
@@ -97,9 +103,8 @@ if AVAILABLE:
                           BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         """One program: BLOCK_C channels x BLOCK_P high-res pixels, summed over taps."""
         b = tl.program_id(2).to(tl.int64)
-        HW = H * W
+        HW, HWs = _plane_sizes(H, W, S)
         sW = W * S
-        HWs = HW * S * S
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < HWs
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -137,9 +142,8 @@ if AVAILABLE:
         a fixed-order sum: deterministic, no atomics.
         """
         b = tl.program_id(2).to(tl.int64)
-        HW = H * W
+        HW, HWs = _plane_sizes(H, W, S)
         sW = W * S
-        HWs = HW * S * S
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < HW
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -178,8 +182,7 @@ if AVAILABLE:
         from registers for the aggregation of every value channel.
         """
         b = tl.program_id(1).to(tl.int64)
-        HW = H * W
-        HWs = HW * S * S
+        HW, HWs = _plane_sizes(H, W, S)
         p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < HWs
         nbr, valid, nmask = _window(p, pmask, H, W, K, S, BLOCK_KK)
@@ -271,8 +274,7 @@ if AVAILABLE:
         weights are stored once (the backward reads them) and reused for every value
         channel of the group."""
         bg = tl.program_id(1).to(tl.int64)
-        HW = H * W
-        N = HW * S * S
+        HW, N = _plane_sizes(H, W, S)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = n < N
         ix, iy, fx, fy, m2 = _deform_point(off_ptr + bg * P * 2 * N, n, nmask, P, N, H, W,
@@ -317,8 +319,7 @@ if AVAILABLE:
         gathers, each written once. gk(i) += gl_p w_i q and gv(i) += a_p w_i g go to
         data-dependent pixels: float32 (float64) atomic adds."""
         bg = tl.program_id(1).to(tl.int64)
-        HW = H * W
-        N = HW * S * S
+        HW, N = _plane_sizes(H, W, S)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = n < N
         ix, iy, fx, fy, m2 = _deform_point(off_ptr + bg * P * 2 * N, n, nmask, P, N, H, W,
