@@ -203,3 +203,68 @@ def test_stop_distributed_leaves_at_once_on_gloo_only(monkeypatch, backend):
         assert fake.log == ['barrier'] and exits == [0]
     else:  # NCCL: normal teardown and exit, so atexit handlers run
         assert fake.log == ['barrier', 'destroy'] and exits == []
+
+
+# ------------------------------------------------- tools/mmcv_env.py (setup_env.sh)
+def _mmcv_env():
+    import importlib.util
+    import os.path as osp
+    from helpers import TOOLS
+    spec = importlib.util.spec_from_file_location('mmcv_env', osp.join(TOOLS, 'mmcv_env.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cuda_torch(monkeypatch, capabilities):
+    """torch as a CUDA 12.1 build with the given GPUs visible (none: a login node)."""
+    monkeypatch.setattr(torch.version, 'cuda', '12.1')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: bool(capabilities))
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda i=0: capabilities[i])
+
+
+def test_mmcv_cache_key_names_cuda_and_architectures(monkeypatch, tmp_path):
+    m = _mmcv_env()
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    cpu_key = m.key({})
+    assert cpu_key.startswith(f'torch-{torch.__version__}-cp') and '-cu' not in cpu_key
+    assert m.build_env({}) == {'MMCV_WITH_OPS': '1'}
+    _cuda_torch(monkeypatch, [(9, 0), (9, 0), (8, 0)])
+    assert m.key({}) == cpu_key + '-cu12.1-sm80_90'
+    assert m.key({'TORCH_CUDA_ARCH_LIST': '9.0'}) == cpu_key + '-cu12.1-sm90'
+    nvcc = tmp_path / 'cuda' / 'bin' / 'nvcc'
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text('#!/bin/sh\n')
+    nvcc.chmod(0o755)
+    env = m.build_env({'CUDA_HOME': str(tmp_path / 'cuda')})
+    assert env == {'MMCV_WITH_OPS': '1', 'FORCE_CUDA': '1', 'TORCH_CUDA_ARCH_LIST': '8.0;9.0',
+                   'CUDA_HOME': str(tmp_path / 'cuda')}
+    # nvcc found on PATH when CUDA_HOME is not set
+    assert m.build_env({'PATH': str(nvcc.parent)})['CUDA_HOME'] == str(tmp_path / 'cuda')
+
+
+def test_mmcv_build_errors_name_what_is_missing(monkeypatch, tmp_path):
+    m = _mmcv_env()
+    _cuda_torch(monkeypatch, [])  # a login node: CUDA torch, no GPU
+    with pytest.raises(m.SetupError, match='TORCH_CUDA_ARCH_LIST'):
+        m.key({})
+    _cuda_torch(monkeypatch, [(8, 0)])
+    with pytest.raises(m.SetupError, match='needs nvcc.*CUDA_HOME'):
+        m.build_env({'PATH': str(tmp_path)})
+    with pytest.raises(m.SetupError, match='CUDA_HOME=.* has no bin/nvcc'):
+        m.build_env({'CUDA_HOME': str(tmp_path)})
+
+
+def test_mmcv_health_check_runs_a_cuda_op_when_a_gpu_is_visible(monkeypatch):
+    """With a GPU visible, a build without CUDA ops fails the check (here: the CPU
+    build of this machine asked to run on a 'cuda' device that cannot be used)."""
+    pytest.importorskip('mmcv.ops')
+    m = _mmcv_env()
+    assert 'no GPU visible' in m.health()
+    if torch.cuda.is_available():
+        pytest.skip('a real GPU: covered by the setup run itself')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    with pytest.raises(m.SetupError, match='without working CUDA ops'):
+        m.health()
+    assert m.main(['health']) == 1

@@ -6,9 +6,10 @@
 #
 # Idempotent: when the environment is complete and setup.cfg / this script did not
 # change, a run only checks that everything imports (a few seconds). The mmcv wheel
-# built here is kept in a wheel cache keyed by the torch version, Python version and
-# machine, so a fresh clone on the same machine installs in about a minute instead
-# of building mmcv again (about 10 minutes on 2 cores).
+# built here is kept in a wheel cache keyed by the torch version, Python version,
+# machine and, for a CUDA torch, the CUDA version and GPU architectures
+# (tools/mmcv_env.py), so a fresh clone on the same machine installs in about a
+# minute instead of building mmcv again (about 10 minutes on 2 cores, CPU ops only).
 #
 #   SAPA_VENV=/path         use another location for the environment
 #   PYTHON=python3.X        interpreter to create it from (default: python3)
@@ -17,6 +18,9 @@
 #   SAPA_WHEEL_CACHE=/path  where built mmcv wheels are kept
 #                           (default: ${XDG_CACHE_HOME:-~/.cache}/sapa_mm/wheels)
 #   MAX_JOBS=N              parallel compile jobs for mmcv (default: all cores)
+#   TORCH_CUDA_ARCH_LIST=.. GPU architectures of mmcv's CUDA ops (a CUDA torch; default:
+#                           the visible GPUs', required where none is visible)
+#   CUDA_HOME=/path         the CUDA toolkit (nvcc) for them (default: the nvcc on PATH)
 #
 # An installed torch < 2.14 in the base interpreter (e.g. a CUDA build) is kept: the
 # environment then sees the base site-packages and mmcv is built against that torch.
@@ -40,14 +44,19 @@ fail() {
   exit 1
 }
 
-# Everything the project needs, imported in one go; also the up-to-date check.
-MMCV_OK="import mmcv; assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__
-from mmcv.ops import nms, roi_align"
-CHECK="$MMCV_OK
-import torch, mmengine, mmseg, mmdet, sapa_mm, pytest, pycocotools, ftfy, regex, warnings
+# mmcv's cache key, build settings and health check (CUDA ops run where a GPU is
+# visible): tools/mmcv_env.py. Everything else the project needs, imported in one go;
+# together they are the up-to-date check.
+MMCV_ENV="$ROOT/tools/mmcv_env.py"
+mmcv_ok() {
+  "$PY" -c "import mmcv, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null \
+    && "$PY" "$MMCV_ENV" health
+}
+CHECK="import torch, mmengine, mmseg, mmdet, sapa_mm, pytest, pycocotools, ftfy, regex, warnings
 warnings.simplefilter('ignore')
 import pkg_resources"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && mmcv_ok >/dev/null 2>&1 \
+    && "$PY" -c "$CHECK" >/dev/null 2>&1; then
   exit 0
 fi
 
@@ -92,10 +101,13 @@ say "build tools (setuptools<82 is also needed at run time: mmseg::/mmdet:: base
 pip_install -c "$CONSTRAINTS" "setuptools<82" wheel ninja numpy \
   || fail "pip could not install setuptools<82, wheel, ninja, numpy" "check the network / pip configuration"
 
-if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
+if ! mmcv_ok >/dev/null 2>&1; then
   # mmcv's compiled ops link against torch's C++ ABI, so a wheel is only reusable
-  # with the same torch build: the cache directory is keyed by it.
-  KEY="$("$PY" -c 'import platform, sys, torch; print(f"torch-{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')"
+  # with the same torch build, and its CUDA ops only on the architectures it was
+  # built for: the cache directory is keyed by both.
+  KEY="$("$PY" "$MMCV_ENV" key 2>&1)" \
+    || fail "cannot tell which mmcv build this machine needs: $KEY" \
+            "set TORCH_CUDA_ARCH_LIST (e.g. '8.0;9.0') or run on a GPU node, then rerun"
   WHEELS="${SAPA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sapa_mm/wheels}/$KEY"
   WHEEL="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
   if [ -z "$WHEEL" ]; then
@@ -105,17 +117,22 @@ if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
     "$PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
       || fail "the Python headers (Python.h) needed to build mmcv are missing" \
               "install them (Debian/Ubuntu: apt-get install python3-dev) and rerun"
-    say "building mmcv $MMCV_VERSION with its compiled ops against torch $TORCH_VERSION"
+    BUILD_ENV="$("$PY" "$MMCV_ENV" build-env 2>&1)" \
+      || fail "cannot build mmcv's CUDA ops here: $BUILD_ENV" \
+              "install the CUDA toolkit matching torch and set CUDA_HOME (nvcc in \$CUDA_HOME/bin), then rerun"
+    eval "$BUILD_ENV"
+    say "building mmcv $MMCV_VERSION with its compiled ops against torch $TORCH_VERSION" \
+        "${TORCH_CUDA_ARCH_LIST:+(CUDA ops for sm $TORCH_CUDA_ARCH_LIST, nvcc from $CUDA_HOME)}"
     say "(about 10 minutes on 2 cores, once per machine and torch version; cached in $WHEELS)"
     BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sapa_mm_mmcv.XXXXXX")"
     # --no-build-isolation: the build must see the installed torch, or setup.py
     # silently leaves the ops out. --no-cache-dir: never take a wheel that pip
     # cached for another torch.
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}" \
+    MAX_JOBS="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}" \
       pip_quiet wheel -c "$CONSTRAINTS" --no-deps --no-build-isolation --no-cache-dir \
         -w "$BUILD_DIR" "mmcv==$MMCV_VERSION" \
       || { rm -rf "$BUILD_DIR"; fail "building mmcv $MMCV_VERSION failed (see the compiler output above)" \
-           "mmcv $MMCV_VERSION needs a C++17 compiler (g++), the Python headers and torch < 2.14; fix that and rerun"; }
+           "mmcv $MMCV_VERSION needs a C++17 compiler (g++), the Python headers, torch < 2.14 and, for a CUDA torch, nvcc of the same CUDA version (CUDA_HOME); fix that and rerun"; }
     mkdir -p "$WHEELS"
     mv "$BUILD_DIR"/mmcv-*.whl "$WHEELS"/
     rm -rf "$BUILD_DIR"
@@ -125,11 +142,10 @@ if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
   fi
   pip_install -c "$CONSTRAINTS" "$WHEEL" \
     || fail "pip could not install $WHEEL" "see pip's message above"
-  if ! "$PY" -c "$MMCV_OK" 2>/dev/null; then
-    "$PY" -c "$MMCV_OK" 2>&1 | tail -n 3 >&2 || true
+  if ! HEALTH="$(mmcv_ok 2>&1)"; then
     "$PY" -m pip uninstall -y -q mmcv >/dev/null 2>&1 || true
     rm -f "$WHEEL"
-    fail "mmcv $MMCV_VERSION was installed without working compiled ops (mmcv.ops does not import)" \
+    fail "mmcv $MMCV_VERSION was installed without working compiled ops: $HEALTH" \
          "the bad wheel was removed from the cache; rerun to build it again, and if that fails too, check that the compiler works with torch $TORCH_VERSION"
   fi
 fi
@@ -146,4 +162,5 @@ pip_install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e "$ROOT" \
 "$PY" -c "$CHECK" || fail "the environment does not import (see the error above)" \
   "delete $VENV and rerun tools/setup_env.sh"
 echo "$WANT" > "$STAMP"
+say "$(mmcv_ok)"
 say "ready: $VENV (torch $TORCH_VERSION) in $(( $(date +%s) - START )) s"
