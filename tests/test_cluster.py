@@ -268,3 +268,17 @@ def test_mmcv_health_check_runs_a_cuda_op_when_a_gpu_is_visible(monkeypatch):
     with pytest.raises(m.SetupError, match='without working CUDA ops'):
         m.health()
     assert m.main(['health']) == 1
+
+
+def test_mm_extra_never_builds_mmcv_in_isolation():
+    """`pip install ".[mm]"` must not list mmcv: pip would build it under build
+    isolation, where torch is invisible and its compiled ops are silently left out."""
+    import configparser
+    import os.path as osp
+    from helpers import ROOT
+    cfg = configparser.ConfigParser()
+    cfg.read(osp.join(ROOT, 'setup.cfg'))
+    mm = [r.strip() for r in cfg['options.extras_require']['mm'].splitlines()
+          if r.strip() and not r.strip().startswith('#')]
+    assert 'mmsegmentation==1.2.2' in mm and 'mmdet==3.3.0' in mm
+    assert not any(r.startswith('mmcv') for r in mm), mm

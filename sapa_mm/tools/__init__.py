@@ -13,6 +13,8 @@ module                     what
 ``complexity``             a config's model, input size, params and MACs
 ``get_flops``              ``tools/get_flops.py`` (the paper's columns)
 ``benchmark_op``           ``tools/benchmark_op.py`` (torch alone)
+``attention_stats``        ``tools/attention_stats.py``: saturation of learned
+                           upsamplers (the recorder needs torch alone)
 =========================  ====================================================
 
 Importing this package (or any of its modules) changes nothing; the tools call
