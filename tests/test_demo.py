@@ -94,14 +94,16 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
 
 def test_demo_segformer_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d'), 'GuidedSegformerHead')
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'dysample'),
+        'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
+    assert ups['carafe']['type'] == 'carafe' and ups['dysample']['type'] == 'DySample'
     assert [ups[v]['variant'] for v in ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
 
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d'), 'SegNetHead')
+        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d', 'dysample'), 'SegNetHead')
     assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
     assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa', 'sapa_d')] == [('SAPA', 'B'),
                                                                                 ('SAPA', 'D')]
@@ -324,3 +326,19 @@ def test_detection_demo_reports_bbox_and_segm_ap(tmp_path):
         assert 0.0 <= res[key] <= 1.0
     assert re.search(r'Mask R-CNN, sapa FPN \|\s*[\d.]+\s*\|\s*[\d.]+', proc.stdout), \
         proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize('config', ['segformer_demo_carafe', 'segformer_demo_dysample',
+                                    'segnet_demo_dysample'])
+def test_new_demo_variants_train_a_cpu_step(config):
+    """The CARAFE and DySample demo variants build and train one step on CPU (small
+    inputs), with gradients reaching the upsampler's parameters."""
+    pytest.importorskip('mmcv.ops')
+    from sapa_mm.tools.benchmark_models import model_step, synthetic_batch
+    from sapa_mm.tools.complexity import build_model
+    import sapa_mm
+    sapa_mm.register_all_modules()
+    model = build_model(osp.join(DEMO_CONFIGS, f'{config}.py')).train()
+    model_step(model, *synthetic_batch(model, 2, (64, 64)))()
+    grads = [p.grad for p in model.decode_head.upsamplers.parameters()]
+    assert grads and all(g is not None and g.isfinite().all() for g in grads)

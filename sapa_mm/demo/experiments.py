@@ -1,17 +1,20 @@
-"""The SAPA demo: two experiments on the embedded data, end to end on a CPU.
+"""The SAPA demo: the small-SegFormer comparison on the embedded data, end to end on
+a CPU, over several seeds.
 
     python tools/demo.py                          # what `bash tools/demo.sh` runs
-    python tools/demo.py --experiments segnet     # one experiment only
-    python tools/demo.py --iters 100 --variants bilinear sapa_i sapa sapa_g
+    python tools/demo.py --seeds 0 1 2 3 4        # more seeds
+    python tools/demo.py --experiments segformer segnet   # and the authors' SegNet toy
+    python tools/demo.py --iters 100 --variants bilinear sapa_i sapa sapa_g carafe
     python tools/demo.py --nproc 2                # each training under torchrun, 2 processes
     python tools/demo.py --det                    # also the Mask R-CNN demo (bbox / segm AP)
 
 Experiments (configs/demo/; the variants of one experiment differ only in the
 upsample_cfg of the model's head; ``sapa`` is SAPA-B, as in the paper-row configs):
 
-* ``segformer``: a CPU-sized SegFormer (GuidedSegformerHead) at 256x256, where the
-  stage-4 map is 8x8 and a 5x5 SAPA window lies mostly inside the image as at the
-  paper's 512x512; bilinear vs SAPA-B.
+* ``segformer`` (default): a CPU-sized SegFormer (GuidedSegformerHead) at 256x256,
+  where the stage-4 map is 8x8 and a 5x5 SAPA window lies mostly inside the image as
+  at the paper's 512x512; bilinear vs SAPA-B. The model learns at 4e-3, every learned
+  upsampler at the paper's 6e-4 (docs/demo.md, the recipe).
 * ``segnet``: the SAPA authors' toy protocol: a SegNet-shaped encoder-decoder whose
   decoder steps are the upsampler under test (NN, bilinear, SAPA-B guided by the
   encoder feature), constant learning rate, validation loss every epoch.
@@ -19,15 +22,20 @@ upsample_cfg of the model's head; ``sapa`` is SAPA-B, as in the paper-row config
 Steps (everything under --work-dir, default work_dirs/demo):
 
 1. builds the embedded data with tools/make_demo_data.py unless it is there;
-2. trains each variant with tools/train.py, printing progress;
-3. evaluates the last checkpoint with tools/test.py: mIoU, boundary IoU (mBIoU,
-   sapa_mm/seg/metrics.py) and the validation loss;
+2. trains each variant on each seed (default 0, 1, 2) with tools/train.py, two runs at
+   a time on a machine with two or more cores (the threads split between them),
+   printing progress;
+3. reads each run's validation after the last iteration: mIoU, boundary IoU (mBIoU,
+   sapa_mm/seg/metrics.py) and the validation loss; the first seed's checkpoints also
+   go through tools/test.py;
 4. counts parameters and FLOPs (multiply-accumulates at the crop size, sapa_mm.flops)
    and times a training step of every variant side by side;
-5. prints one table per experiment and writes ``results.json``, ``results.md``,
-   ``curves_<experiment>.png`` (training and validation loss, validation mIoU /
-   mBIoU) and ``comparison_<experiment>.png`` (input, ground truth, the predictions
-   and the upsampled feature maps of every variant, side by side).
+5. prints one table per experiment (mean ± sample std over the seeds, the per-seed
+   difference to bilinear, every seed's mIoU; machine and threads in the title) and
+   writes ``results.json``, ``results.md``, ``curves_<experiment>.png`` (training and
+   validation loss, validation mIoU / mBIoU, every seed) and
+   ``comparison_<experiment>.png`` (input, ground truth, the predictions and the
+   upsampled feature maps of every variant, first seed, side by side).
 
 The numbers printed are whatever this run measured.
 """
@@ -168,7 +176,7 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     p.add_argument('--data', default=data.DEFAULT_OUT,
                    help='demo data root (built there if missing)')
-    p.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS),
+    p.add_argument('--experiments', nargs='+', default=['segformer'],
                    choices=list(EXPERIMENTS))
     p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['default']),
                    choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')

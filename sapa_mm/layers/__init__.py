@@ -4,6 +4,7 @@
 interpolations and mmcv's learned upsamplers, behind one ``up(x, guide)`` interface.
 """
 from .a2u import A2U
+from .dysample import DySample
 from .guided import GUIDED_UPSAMPLERS, UPSAMPLERS, build_guided_upsampler, init_upsampler
 from .indexnet import IndexNet
 from .resize import fit_to_size
@@ -18,11 +19,11 @@ def _register_with_mmengine() -> None:
         from mmengine.registry import MODELS
     except ImportError:
         return
-    for name, cls in GUIDED_UPSAMPLERS.items():
+    for name, cls in dict(GUIDED_UPSAMPLERS, DySample=DySample).items():
         MODELS.register_module(name, module=cls, force=True)
 
 
 _register_with_mmengine()
 
-__all__ = ['SAPA', 'IndexNet', 'A2U', 'LayerNorm2d', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS',
+__all__ = ['SAPA', 'IndexNet', 'A2U', 'DySample', 'LayerNorm2d', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS',
            'build_guided_upsampler', 'init_upsampler', 'fit_to_size']

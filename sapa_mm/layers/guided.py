@@ -21,6 +21,8 @@ exact'``, ``'bilinear'``,        ``F.interpolate(x, size=guide.shape[2:])``,
 ``'carafe'``                     ``CARAFEPackAnyDevice(channels=C,              False
                                  scale_factor=s)`` (mmcv's ``CARAFEPack``,
                                  :mod:`.carafe`)
+``'DySample'``                   ``DySample(in_channels=C, scale_factor=s)``    False
+                                 (:mod:`.dysample`; torch alone)
 ``'SAPA'``, ``'IndexNet'``,      ``cls(in_channels=C, guide_channels=Cg,        True
 ``'A2U'``                        scale_factor=s)``
 ===============================  =============================================  ======
@@ -58,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .a2u import A2U
+from .dysample import DySample
 from .indexnet import IndexNet
 from .resize import fit_to_size
 from .sapa import SAPA
@@ -233,6 +236,11 @@ def _carafe(opts, in_channels, guide_channels, scale_factor, align_corners):
     return cls(**_filled(opts, channels=in_channels, scale_factor=scale_factor))
 
 
+def _dysample(opts, in_channels, guide_channels, scale_factor, align_corners):
+    """``DySample(in_channels=C, scale_factor=s, **opts)`` (:mod:`.dysample`)."""
+    return DySample(**_filled(opts, in_channels=in_channels, scale_factor=scale_factor))
+
+
 def _guided_module(cls, opts, in_channels, guide_channels, scale_factor, align_corners):
     """A guided module: ``cls(in_channels, guide_channels, scale_factor, **opts)``."""
     return cls(**_filled(opts, in_channels=in_channels, guide_channels=guide_channels,
@@ -250,6 +258,7 @@ UPSAMPLERS = {
     'deconv': Adapter(_deconv, guided=False),
     'pixel_shuffle': Adapter(_pixel_shuffle, guided=False),
     'carafe': Adapter(_carafe, guided=False),
+    'DySample': Adapter(_dysample, guided=False),
     **{name: Adapter(partial(_guided_module, cls), guided=True)
        for name, cls in GUIDED_UPSAMPLERS.items()},
 }
