@@ -206,7 +206,8 @@ def test_reproduction_reads_runs_recorded_under_the_former_sapa_b_name(tmp_path)
     old = tmp_path / 'segnet' / 'sapa_b_seed1'
     old.mkdir(parents=True)
     (old / 'metrics.json').write_text(json.dumps(dict(variant='sapa_b', seed=1, mIoU=79.0)))
-    assert recorded(str(tmp_path), 'segnet', 'sapa', 1) == dict(variant='sapa', seed=1, mIoU=79.0)
+    assert recorded(str(tmp_path), 'segnet', 'sapa', 1) == dict(variant='sapa', seed=1, mIoU=79.0,
+                                                                upsampler_lr=None)
     assert recorded(str(tmp_path), 'segnet', 'sapa', 2) is None
     assert recorded(str(tmp_path), 'segnet', 'bilinear', 1) is None
     new = tmp_path / 'segnet' / 'sapa_seed1'
@@ -264,10 +265,10 @@ def test_main_command_shortened(tmp_path, full_demo_data):
     check_ok(proc)
     out = proc.stdout
     assert 'pkg_resources' not in out + proc.stderr
-    # visible progress for every run
+    # visible progress for every run (the log interval is 10 iterations)
     for name in ('segformer bilinear', 'segformer SAPA-B', 'segnet NN', 'segnet SAPA-B'):
         for seed in (0, 1):
-            assert re.search(rf'\[demo\] {name} seed {seed}: iter\s+5/10', out), out[-3000:]
+            assert re.search(rf'\[demo\] {name} seed {seed}: training 10 iterations', out)
             assert re.search(rf'\[demo\] {name} seed {seed}: iter\s+10/10', out), out[-3000:]
     assert '2 at a time' in out
     rows = _table_rows(out)

@@ -122,10 +122,11 @@ def run_experiment(args, data_root, experiment):
     say(f'{experiment}: counting parameters and FLOPs')
     cost = {v: measure.complexity(seg_config(experiment, v)) for v in variants}
     size = cost[variants[0]]['input_shape'][0]
-    say(f'{experiment}: timing a training step of each variant (interleaved, median of 8)')
+    say(f'{experiment}: timing a training step of each variant (interleaved, median of 8, '
+        f'{threads} thread(s) as the runs)')
     batch = spec['batch']
     for v, t in measure.benchmark({v: seg_config(experiment, v) for v in variants}, size,
-                                  batch).items():
+                                  batch, threads=threads).items():
         cost[v]['s_per_step'] = t
     title = (f'{spec["title"]}, {iters} iterations, seeds {", ".join(map(str, args.seeds))}, '
              f'{report.machine()}, {threads} thread(s) a run')

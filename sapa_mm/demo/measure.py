@@ -14,11 +14,25 @@ def complexity(config):
                 upsampler_macs=c['upsampler_macs'], input_shape=list(c['input_shape']))
 
 
-def benchmark(configs, size, batch, reps=8, num_classes=6):
+def benchmark(configs, size, batch, reps=8, num_classes=6, threads=None):
     """Seconds per training step (forward, loss, backward, AdamW step) of each
-    config's model on a random batch, median over ``reps`` rounds. The models take
+    config's model on a random batch, median over ``reps`` rounds, at ``threads``
+    torch threads (default: torch's; the demo passes its runs' count). The models take
     turns within every round, so a burst of load from other programs on the
     machine hits all of them alike."""
+    import torch
+    from sapa_mm.tools.benchmark_op import keep_freed_memory
+    keep_freed_memory()  # no page faults whose count depends on what ran before
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _timed_steps(configs, size, batch, reps, num_classes)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed_steps(configs, size, batch, reps, num_classes):
     import torch
     import torch.nn.functional as F
     from sapa_mm.tools.complexity import build_model

@@ -13,7 +13,7 @@ SEG_NOTES = [
     'seed: the same initial backbone and data order). params: trainable; GFLOPs: '
     'multiply-accumulates of one image.',
     's/iter (batch): one training step on random data, all variants '
-    'timed in turns (median of 8); s/iter (train log): median of the '
+    'timed in turns (median of 8) at the runs\' thread count; s/iter (train log): median of the '
     "training logs' iteration times (data loading included; runs that share the "
     'machine slow each other down).', '']
 
