@@ -51,13 +51,13 @@ class AttentionRecorder:
 
     def __init__(self, model: nn.Module):
         self.totals: Dict[str, Dict[str, float]] = {}
-        self.handles = [m.register_forward_hook(self._hook(name), with_kwargs=True)
+        self.handles = [m.register_forward_hook(self._hook(name))
                         for name, m in model.named_modules()
                         if callable(getattr(m, 'attention_logits', None))]
 
     def _hook(self, name):
-        def hook(module, args, kwargs, output):
-            stats = window_statistics(module.attention_logits(*args, **kwargs))
+        def hook(module, args, output):  # upsamplers are called positionally: up(x, guide)
+            stats = window_statistics(module.attention_logits(*args))
             total = self.totals.setdefault(name, dict.fromkeys(stats, 0))
             for k, v in stats.items():
                 total[k] = v if k == 'candidates' else total[k] + v
@@ -74,8 +74,9 @@ class AttentionRecorder:
         rows = self.rows()
         if not rows:
             return {}
-        return {k: sum(r[k] for r in rows) / len(rows)
-                for k in ('logit_std', 'max_weight', 'saturated')} | dict(modules=len(rows))
+        means = {k: sum(r[k] for r in rows) / len(rows)
+                 for k in ('logit_std', 'max_weight', 'saturated')}
+        return dict(means, modules=len(rows))
 
     def close(self):
         for h in self.handles:
