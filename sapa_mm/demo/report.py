@@ -68,10 +68,7 @@ def seg_report(experiment, title, runs, cost, size, batch):
         times = sorted(r['s_per_iter'] for r in by_seed.values())
         rows.append(dict(cost[v], label=VARIANTS[v], s_per_iter=times[len(times) // 2],
                          per_seed_mIoU=' / '.join(f"{r['mIoU']:.1f}" for r in by_seed.values()),
-                         mIoU=pm(stats['mIoU']), mBIoU=pm(stats['mBIoU']),
-                         val_loss=pm4(stats['val_loss']),
-                         dmIoU=pm(stats['dmIoU']) if stats['dmIoU'] else '-',
-                         dmBIoU=pm(stats['dmBIoU']) if stats['dmBIoU'] else '-'))
+                         **stat_cells(stats)))
     return [f'{experiment}: {title}, demo validation set', '',
             table(rows, seg_columns(size, batch)), '']
 
@@ -92,19 +89,20 @@ def mean_std(values):
     return m, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def pm(values):
-    m, s = mean_std(list(values))
-    return f'{m:.2f} ± {s:.2f}'
+def pm(values, digits=2):
+    """'mean ± std' of the values (None and NaN left out); '-' when there are none."""
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return '-'
+    m, s = mean_std(values)
+    return f'{m:.{digits}f} ± {s:.{digits}f}'
 
 
-def pm3(values):
-    m, s = mean_std(list(values))
-    return f'{m:.3f} ± {s:.3f}'
-
-
-def pm4(values):
-    m, s = mean_std([v for v in values if v is not None])
-    return f'{m:.4f} ± {s:.4f}'
+def stat_cells(stats):
+    """The table cells of ``seed_stats``: mIoU, mBIoU, val_loss, dmIoU, dmBIoU."""
+    return dict(mIoU=pm(stats['mIoU']), mBIoU=pm(stats['mBIoU']),
+                val_loss=pm(stats['val_loss'], 4), dmIoU=pm(stats['dmIoU']),
+                dmBIoU=pm(stats['dmBIoU']))
 
 
 def seed_stats(runs, reference=None):
@@ -135,12 +133,8 @@ def reproduction_table(experiment, results, arms, seeds, iters, threads=None):
         att = [r['attention'] for r in rs if r.get('attention')]
         stats = seed_stats(rs, None if v == 'bilinear' else reference)
         row = dict(label=VARIANTS[v] + ('' if lr is None else f' @ {lr:g}'), n=len(rs),
-                   mIoU=pm(stats['mIoU']), mBIoU=pm(stats['mBIoU']),
-                   val_loss=pm4(stats['val_loss']),
-                   dmIoU=pm(stats['dmIoU']) if stats['dmIoU'] else '-',
-                   dmBIoU=pm(stats['dmBIoU']) if stats['dmBIoU'] else '-',
-                   logit_std=pm(a['logit_std'] for a in att) if att else '-',
-                   max_weight=pm3(a['max_weight'] for a in att) if att else '-')
+                   logit_std=pm(a['logit_std'] for a in att),
+                   max_weight=pm((a['max_weight'] for a in att), 3), **stat_cells(stats))
         row['per_seed'] = ' / '.join(f"{by[(v, lr, s)]['mIoU']:.1f}, {by[(v, lr, s)]['mBIoU']:.1f}"
                                      for s in seeds if (v, lr, s) in by)
         rows.append(row)

@@ -86,8 +86,7 @@ def run_one(experiment, variant, seed, iters, args, env, upsampler_lr=None):
     wd = osp.join(args.work_dir, experiment, run_name(variant, seed, upsampler_lr))
     result = recorded(args.work_dir, experiment, variant, seed, upsampler_lr)
     if result is not None:
-        if osp.isdir(wd):
-            add_attention_stats(result, config, wd, iters, env)
+        add_attention_stats(result, config, wd, iters, env)  # runs recorded before it existed
         return result, True
     opts = seg_options(iters, val_interval=iters, seed=seed, ckpt_interval=iters,
                        log_interval=25, experiment=experiment, upsampler_lr=upsampler_lr)
