@@ -1,4 +1,4 @@
-# UPerNet-R50, ADE20K 512x512, 160k: SAPA-D (4 groups x 9 deformable points, d=32 per
+# UPerNet-R50, ADE20K 512x512, 80k: SAPA-D (4 groups x 9 deformable points, d=32 per
 # group, no norm) in the three ×2 steps of the head's FPN top-down path.
 _base_ = ['./_base_/upernet_r50_ade20k-512x512.py']
 

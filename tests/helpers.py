@@ -5,16 +5,42 @@ a synthetic segmentation batch and the ONNX export check.
 Tests import them with ``from helpers import ...`` (pytest puts tests/ on the
 path); tests/conftest.py holds the fixtures only.
 """
+import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
+
+import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 TEST_CONFIGS = osp.join(ROOT, 'tests', 'configs')
 SEG_CONFIG = osp.join(TEST_CONFIGS, 'tiny_seg.py')
 DET_CONFIG = osp.join(TEST_CONFIGS, 'tiny_det.py')
+
+
+def _importable(*names):
+    try:
+        return all(importlib.util.find_spec(n) is not None for n in names)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+# the operator and module tests run with torch alone too (the old-torch CI venv,
+# tools/test_old_torch.sh); the parts that need the OpenMMLab stack say so
+needs_mmcv = pytest.mark.skipif(not _importable('mmcv'), reason='needs mmcv (the OpenMMLab stack)')
+needs_mm = pytest.mark.skipif(not _importable('mmcv', 'mmengine', 'mmseg', 'mmdet'),
+                              reason='needs mmcv, mmengine, mmseg and mmdet')
+#: upsampler types whose modules come from mmcv
+MMCV_TYPES = ('deconv', 'pixel_shuffle', 'carafe')
+
+
+def upsampler_param(cfg_or_type, **kw):
+    """A pytest.param of an upsampler config (or type name), skipped without mmcv where
+    its module comes from mmcv."""
+    typ = cfg_or_type if isinstance(cfg_or_type, str) else cfg_or_type.get('type')
+    return pytest.param(cfg_or_type, marks=needs_mmcv if typ in MMCV_TYPES else (), **kw)
 
 
 # --------------------------------------------------------------------------

@@ -16,6 +16,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
 
 SAPA_D = dict(type='SAPA', variant='D', num_groups=4, num_points=9, embed_dim=32, norm=None)
+DECONV = dict(type='deconv', kernel_size=3)
+PIXEL_SHUFFLE = dict(type='pixel_shuffle', upsample_kernel=3)
+DYSAMPLE_PLUS = dict(type='DySample', style='lp', groups=4, dynamic=True)
 SEG_ROWS = {
     'segformer_bilinear_ade20k': dict(type='bilinear'),
     'segformer_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
@@ -35,6 +38,22 @@ SEG_ROWS = {
     # the journal's deformable SAPA: no norm in its code
     'segformer_sapa_d_ade20k': SAPA_D,
     'upernet_r50_sapa_d_ade20k': SAPA_D,
+    # the journal's further rows
+    'segformer_deconv_ade20k': DECONV,
+    'segformer_pixel_shuffle_ade20k': PIXEL_SHUFFLE,
+    'segformer_fade_ade20k': dict(type='FADE'),
+    'segformer_fade_lite_ade20k': dict(type='FADELite'),
+    'segformer_dysample_ade20k': dict(type='DySample', style='pl', groups=4, dynamic=True),
+    'upernet_r50_deconv_ade20k': DECONV,
+    'upernet_r50_pixel_shuffle_ade20k': PIXEL_SHUFFLE,
+    'upernet_r50_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
+                                      compressed_channels=64),
+    'upernet_r50_indexnet_ade20k': dict(type='IndexNet', kernel_size=4, nonlinear=True),
+    'upernet_r50_a2u_ade20k': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
+    'upernet_r50_fade_ade20k': dict(type='FADE'),
+    'upernet_r50_sapa_i_ade20k': dict(type='SAPA', variant='I', kernel_size=5),
+    'upernet_r101_bilinear_ade20k': dict(type='bilinear'),
+    'upernet_r101_sapa_d_ade20k': SAPA_D,
 }
 DET_ROWS = {
     'faster_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
@@ -51,20 +70,23 @@ DET_ROWS = {
     'mask_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
     'mask_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
                                            embed_dim=32, norm='GN'),
+    'faster_rcnn_r50_fpn_deconv_1x_coco': DECONV,
+    'faster_rcnn_r50_fpn_pixel_shuffle_1x_coco': PIXEL_SHUFFLE,
+    'faster_rcnn_r50_fpn_fade_1x_coco': dict(type='FADE'),
+    'faster_rcnn_r50_fpn_dysample_1x_coco': dict(type='DySample', style='lp', groups=4,
+                                                 dynamic=False),
+    'faster_rcnn_r50_fpn_dysample_plus_1x_coco': DYSAMPLE_PLUS,
+    'faster_rcnn_r101_fpn_nearest_1x_coco': dict(mode='nearest'),
+    'faster_rcnn_r101_fpn_sapa_d_1x_coco': SAPA_D,
+    'mask_rcnn_r50_fpn_dysample_plus_1x_coco': DYSAMPLE_PLUS,
 }
 ROWS = {**SEG_ROWS, **DET_ROWS}
-FAMILIES = {
-    'segformer': ['segformer_bilinear_ade20k', 'segformer_carafe_ade20k',
-                  'segformer_sapa_i_ade20k', 'segformer_sapa_ade20k', 'segformer_sapa_g_ade20k',
-                  'segformer_indexnet_ade20k', 'segformer_a2u_ade20k', 'segformer_sapa_d_ade20k'],
-    'upernet': ['upernet_r50_bilinear_ade20k', 'upernet_r50_sapa_ade20k',
-                'upernet_r50_sapa_d_ade20k'],
-    'faster': ['faster_rcnn_r50_fpn_nearest_1x_coco', 'faster_rcnn_r50_fpn_sapa_1x_coco',
-               'faster_rcnn_r50_fpn_carafe_1x_coco', 'faster_rcnn_r50_fpn_indexnet_1x_coco',
-               'faster_rcnn_r50_fpn_a2u_1x_coco', 'faster_rcnn_r50_fpn_sapa_i_1x_coco',
-               'faster_rcnn_r50_fpn_sapa_g_1x_coco', 'faster_rcnn_r50_fpn_sapa_d_1x_coco'],
-    'mask': ['mask_rcnn_r50_fpn_nearest_1x_coco', 'mask_rcnn_r50_fpn_sapa_1x_coco'],
-}
+# every ADE20K row prints the journal's two columns
+BIOU_EVALUATOR = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+                  dict(type='BoundaryIoUMetric', dilation_ratio=0.02)]
+FAMILIES = {prefix: [n for n in ROWS if n.startswith(prefix)]
+            for prefix in ('segformer_', 'upernet_r50_', 'upernet_r101_', 'faster_rcnn_r50_',
+                           'faster_rcnn_r101_', 'mask_rcnn_r50_')}
 
 
 def _path(name):
@@ -104,8 +126,10 @@ def test_config_contents(name):
         assert part.type in ('GuidedSegformerHead', 'GuidedUPerHead')
         assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
         assert cfg.crop_size == (512, 512)
-        assert cfg.train_cfg.max_iters == 160000
+        # UPerNet on the journal code's 80k schedule, SegFormer on the conference's 160k
+        assert cfg.train_cfg.max_iters == (80000 if name.startswith('upernet') else 160000)
         assert part.num_classes == 150
+        assert cfg.val_evaluator == BIOU_EVALUATOR and cfg.test_evaluator == BIOU_EVALUATOR
     else:
         assert cfg.default_scope == 'mmdet'
         assert cfg.custom_imports.imports == ['sapa_mm.det']
@@ -118,9 +142,13 @@ def test_config_contents(name):
         assert 'mit_b1' in cfg.model.backbone.init_cfg.checkpoint
         assert cfg.model.backbone.embed_dims == 64
     elif name.startswith('upernet'):
-        assert cfg.model.pretrained == 'open-mmlab://resnet50_v1c'
+        depth = 101 if 'r101' in name else 50
+        assert cfg.model.pretrained == f'open-mmlab://resnet{depth}_v1c'
+        assert cfg.model.backbone.depth == depth
     else:
-        assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+        depth = 101 if 'r101' in name else 50
+        assert cfg.model.backbone.init_cfg.checkpoint == f'torchvision://resnet{depth}'
+        assert cfg.model.backbone.depth == depth
 
 
 def _det_batch(h, w, with_mask, b=2):
@@ -291,6 +319,7 @@ def test_new_config_contents(name):
         assert cfg.train_cfg.max_iters == 160000
         assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
         assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+        assert cfg.val_evaluator == BIOU_EVALUATOR and cfg.test_evaluator == BIOU_EVALUATOR
         head, bb = cfg.model.decode_head, cfg.model.backbone
         assert head.num_classes == 150 and head.in_channels == [128, 256, 512, 1024]
         assert (bb.embed_dims, bb.depths, bb.window_size) == (128, [2, 2, 18, 2], 12)

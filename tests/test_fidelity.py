@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import needs_mm
 from sapa_mm.layers import SAPA
+from sapa_mm.layers.grid import nearest_up
 from sapa_mm.ops import similarity_reference, upsample_reference
 
 PROJECTIONS = ('query_proj', 'key_proj', 'gate', 'query_proj_x', 'offset_proj')
@@ -46,6 +48,7 @@ def test_module_starts_as_the_official_code(variant):
     assert_official_init(SAPA(256, 256, variant=variant))
 
 
+@needs_mm
 @pytest.mark.parametrize('variant', ['B', 'G', 'D'])
 def test_heads_keep_the_official_init_after_init_weights(variant):
     from sapa_mm.seg import GuidedSegformerHead, GuidedUPerHead
@@ -61,6 +64,7 @@ def test_heads_keep_the_official_init_after_init_weights(variant):
         assert_official_init(head)
 
 
+@needs_mm
 def test_demo_model_keeps_the_official_init():
     """Built from a config through the registry, as tools/train.py does."""
     from sapa_mm.tools.complexity import build_model
@@ -71,6 +75,7 @@ def test_demo_model_keeps_the_official_init():
     assert_official_init(model)
 
 
+@needs_mm
 def test_fpn_ends_with_its_xavier_on_sapa_as_the_official_detection_code():
     from sapa_mm.det import GuidedFPN
     torch.manual_seed(0)
@@ -121,8 +126,8 @@ def test_initial_attention_is_close_to_uniform(variant):
     q = m.query_proj(m.norm_guide(guide))
     k = m.key_proj(m.norm_x(x))
     if variant == 'G':  # the gated query, exactly as the module builds it
-        g = m._nearest_up(torch.sigmoid(m.gate(m.norm_x(x))), (32, 32))
-        q = g * q + (1 - g) * m._nearest_up(m.query_proj_x(x), (32, 32))
+        g = nearest_up(torch.sigmoid(m.gate(m.norm_x(x))), (32, 32), 2)
+        q = g * q + (1 - g) * nearest_up(m.query_proj_x(x), (32, 32), 2)
     logits = similarity_reference(q, k, 5, 2)
     attn = logits.softmax(1)
     assert logits.std().item() < 1.2, logits.std().item()

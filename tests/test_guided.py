@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import needs_mm, needs_mmcv, upsampler_param
 from sapa_mm.layers.carafe import carafe_reassemble
 from sapa_mm.layers.guided import (GUIDED_UPSAMPLERS, INTERPOLATION_MODES, UPSAMPLERS,
                                    Interpolate, UnguidedUpsampler, build_guided_upsampler,
@@ -76,7 +77,8 @@ def test_stock_fpn_spelling():
     assert set(INTERPOLATION_MODES) >= {'nearest', 'bilinear'}
 
 
-@pytest.mark.parametrize('cfg', LEARNED, ids=lambda c: '-'.join(map(str, c.values())))
+@pytest.mark.parametrize('cfg', [upsampler_param(c, id='-'.join(map(str, c.values())))
+                                 for c in LEARNED])
 @pytest.mark.parametrize('xs,gs', SIZES[:3] + SIZES[4:])
 def test_learned_and_guided_hit_the_guide_size(cfg, xs, gs):
     x, guide = _pair(xs, gs, c=16)
@@ -91,6 +93,7 @@ def test_learned_and_guided_hit_the_guide_size(cfg, xs, gs):
     assert all(p.grad is not None for p in up.parameters())
 
 
+@needs_mmcv
 def test_guided_classes_are_built_unwrapped_and_unguided_ones_adapted():
     from sapa_mm.layers import SAPA
     up = build_guided_upsampler(dict(type='SAPA', variant='B', embed_dim=16), 32, 24, 2)
@@ -163,6 +166,7 @@ def test_fit_to_size_crops_the_odd_case():
     assert torch.equal(out, F.interpolate(y, size=(4, 5), mode='bilinear', align_corners=False))
 
 
+@needs_mm
 def test_sapa_in_the_root_registry_from_both_scopes():
     from mmcv.cnn import build_upsample_layer
     from mmengine.registry import DefaultScope
@@ -205,6 +209,7 @@ def test_carafe_reassembly_matches_the_oracle(K, G, s):
                                     fast_mode=True)
 
 
+@needs_mmcv
 def test_carafe_pack_keeps_mmcv_parameters():
     from mmcv.ops import CARAFEPack
     up = build_guided_upsampler(dict(type='carafe'), 32)
@@ -259,23 +264,24 @@ def test_imports_and_builds_with_torch_alone():
 # --------------------------------------------------------------------------
 # the factory's table
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize('typ', sorted(UPSAMPLERS))
+@pytest.mark.parametrize('typ', [upsampler_param(t) for t in sorted(UPSAMPLERS)])
 def test_every_table_entry_fits_the_guide_with_its_flag(typ):
     """Each entry builds from its name alone, returns the guide's size on odd sizes,
     and its ``guided`` flag says whether the factory wrapped it."""
     adapter = UPSAMPLERS[typ]
-    up = build_guided_upsampler(dict(type=typ), 16, 12, 2)
+    cg = 16 if typ in ('FADE', 'FADELite') else 12  # FADE's gate mixes the guide in: C channels
+    up = build_guided_upsampler(dict(type=typ), 16, cg, 2)
     assert is_guided(up)  # every built module is called as up(x, guide)
     assert isinstance(up, UnguidedUpsampler) is (not adapter.guided)
     if typ in GUIDED_UPSAMPLERS:
         assert type(up) is GUIDED_UPSAMPLERS[typ] and is_guided(GUIDED_UPSAMPLERS[typ])
-        assert up.guide_channels == 12
+        assert up.guide_channels == cg
     elif typ in INTERPOLATION_MODES:
         assert isinstance(up, Interpolate) and up.mode == typ
     up.eval()
     with torch.no_grad():
         for xs, gs in [((7, 9), (13, 17)), ((5, 3), (9, 5)), ((7, 9), (14, 17))]:
-            x, guide = _pair(xs, gs, c=16, cg=12)
+            x, guide = _pair(xs, gs, c=16, cg=cg)
             y = up(x, guide)
             assert y.shape == (2, 16) + gs
             # the guided modules read the guide's content; the others its size only
@@ -304,6 +310,7 @@ def test_a_class_outside_the_table_follows_its_guided_attribute():
     assert up(x, guide).shape == (2, 16, 13, 17)
 
 
+@needs_mmcv
 def test_carafe_model_deepcopies_and_pickles():
     import copy
     import pickle

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import needs_mm
 from sapa_mm.layers import A2U, IndexNet
 from sapa_mm.layers.resize import fit_to_size
 from sapa_mm.ops import aggregate_reference
@@ -129,6 +130,7 @@ def test_bad_forward_input(cls, x_shape, g_shape, words):
         assert w in str(info.value)
 
 
+@needs_mm
 def test_macs_of_one_step():
     from sapa_mm.flops import count_macs
 
@@ -153,6 +155,7 @@ def test_macs_of_one_step():
     assert total == reassembly + filters + affinity + heads
 
 
+@needs_mm
 def test_built_by_name_from_both_scopes():
     from mmcv.cnn import build_upsample_layer
     from mmengine.registry import DefaultScope

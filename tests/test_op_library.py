@@ -144,6 +144,8 @@ def _run_python(code, **env):
                           env=dict(os.environ, PYTHONPATH=ROOT, **env), timeout=300)
 
 
+@pytest.mark.skipif(not library.HAS_CUSTOM_OP,
+                    reason='a real torch < 2.4: every test here runs the plain path')
 def test_without_custom_op_plain_autograd_path():
     # torch < 2.4 simulated: torch.library.custom_op hidden while sapa_mm.ops is imported
     # (only then: torch's own lazily imported modules use it)
@@ -195,7 +197,9 @@ assert sapa_mm.__file__.startswith(sys.argv[1]), sapa_mm.__file__
 assert resolve_backend(None, torch.device('cpu')) == 'cpu' and cpu_backend.available()
 q, k, v = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 3, 4), torch.randn(1, 5, 3, 4)
 torch.testing.assert_close(sapa_upsample(q, k, v, 3, 2), upsample_reference(q, k, v, 3, 2))
-import sapa_mm.seg, sapa_mm.det
+import importlib.util
+if importlib.util.find_spec('mmseg') and importlib.util.find_spec('mmdet'):
+    import sapa_mm.seg, sapa_mm.det
 print('installed copy ok')
 '''
 
@@ -212,7 +216,7 @@ def test_wheel_carries_the_cpu_kernel_source(tmp_path):
     assert 'sapa_mm/ops/csrc/sapa_cpu.cpp' in names
     assert {'sapa_mm/ops/library.py', 'sapa_mm/ops/check.py'} <= set(names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('METADATA'))).decode()
-    assert 'Requires-Dist: torch>=1.13\n' in meta  # no upper cap on the core requirement
+    assert 'Requires-Dist: torch>=2.1\n' in meta  # no upper cap on the core requirement
     # installed (not editable) beside the full environment, run from outside the repo:
     # the fast CPU path builds from the shipped source in a fresh cache
     site = tmp_path / 'site'

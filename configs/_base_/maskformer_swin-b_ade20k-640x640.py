@@ -44,3 +44,9 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# the journal's two ADE20K columns: mIoU and boundary IoU (Cheng et al.'s band, 2% of the
+# image diagonal; sapa_mm/seg/metrics.py)
+val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+                 dict(type='BoundaryIoUMetric', dilation_ratio=0.02)]
+test_evaluator = val_evaluator

@@ -7,3 +7,9 @@ _base_ = ['mmseg::segformer/segformer_mit-b1_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['sapa_mm.seg'], allow_failed_imports=False)
 
 model = dict(decode_head=dict(type='GuidedSegformerHead'))
+
+# the journal's two ADE20K columns: mIoU and boundary IoU (Cheng et al.'s band, 2% of the
+# image diagonal; sapa_mm/seg/metrics.py)
+val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+                 dict(type='BoundaryIoUMetric', dilation_ratio=0.02)]
+test_evaluator = val_evaluator

@@ -5,6 +5,7 @@ interpolations and mmcv's learned upsamplers, behind one ``up(x, guide)`` interf
 """
 from .a2u import A2U
 from .dysample import DySample
+from .fade import FADE, FADELite
 from .guided import GUIDED_UPSAMPLERS, UPSAMPLERS, build_guided_upsampler, init_upsampler
 from .indexnet import IndexNet
 from .resize import fit_to_size
@@ -25,5 +26,5 @@ def _register_with_mmengine() -> None:
 
 _register_with_mmengine()
 
-__all__ = ['SAPA', 'IndexNet', 'A2U', 'DySample', 'LayerNorm2d', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS',
+__all__ = ['SAPA', 'IndexNet', 'A2U', 'DySample', 'FADE', 'FADELite', 'LayerNorm2d', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS',
            'build_guided_upsampler', 'init_upsampler', 'fit_to_size']

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..ops import sapa_aggregate
 from .indexnet import _positive_int
-from .sapa import check_pair, fit_to_covering_grid
+from .grid import check_pair, fit_to_covering_grid
 
 
 class A2U(nn.Module):

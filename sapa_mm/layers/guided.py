@@ -24,7 +24,8 @@ exact'``, ``'bilinear'``,        ``F.interpolate(x, size=guide.shape[2:])``,
 ``'DySample'``                   ``DySample(in_channels=C, scale_factor=s)``    False
                                  (:mod:`.dysample`; torch alone)
 ``'SAPA'``, ``'IndexNet'``,      ``cls(in_channels=C, guide_channels=Cg,        True
-``'A2U'``                        scale_factor=s)``
+``'A2U'``, ``'FADE'``,           scale_factor=s)``
+``'FADELite'``
 ===============================  =============================================  ======
 
 Options of the config win over the arguments filled in. ``guided`` says whether the
@@ -36,7 +37,7 @@ it lands on the guide's size, as in stock).
 
 A ``type`` outside the table (a class, or a name registered in mmengine's
 ``MODELS``) follows one rule, the class attribute ``guided``: a class that sets
-``guided = True`` (as SAPA, IndexNet and A2U do) is built as
+``guided = True`` (as SAPA, IndexNet, A2U and FADE do) is built as
 ``cls(in_channels=C, guide_channels=Cg, scale_factor=s, **opts)`` and called with the
 guide; any other class is built as ``cls(**opts)`` and wrapped in
 ``UnguidedUpsampler``.
@@ -61,6 +62,7 @@ import torch.nn.functional as F
 
 from .a2u import A2U
 from .dysample import DySample
+from .fade import FADE, FADELite
 from .indexnet import IndexNet
 from .resize import fit_to_size
 from .sapa import SAPA
@@ -78,7 +80,8 @@ _ALIGNABLE = ('bilinear', 'bicubic')  # the modes that accept align_corners
 _INTERPOLATE_OPTIONS = {'scale_factor', 'align_corners', 'recompute_scale_factor', 'antialias'}
 
 #: the guided upsamplers of this package, by registered name
-GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U}
+GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U, 'FADE': FADE,
+                     'FADELite': FADELite}
 
 
 class Interpolate(nn.Module):

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sapa import check_pair, fit_to_covering_grid
+from .grid import check_pair, fit_to_covering_grid
 
 
 def _positive_int(owner: str, **values) -> None:

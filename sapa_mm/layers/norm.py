@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
-from ..ops.sapa import exporting
+from ..ops.sapa import standard_ops_only
 from ..ops.torch_backend import acc_dtype
 
 __all__ = ['LayerNorm2d', 'make_norm', 'norm_project']
@@ -168,8 +168,8 @@ def norm_project(norm: nn.Module, t: torch.Tensor, convs: Sequence[nn.Conv2d]) -
     ``norm`` is a ``LayerNorm2d``, an ``nn.GroupNorm`` or ``nn.Identity`` (then the
     convs run as they are). ONNX, torch.export and jit traces (mmengine's FLOP counter)
     get the plain ``conv(norm(t))``."""
-    if isinstance(norm, nn.Identity) or exporting() or torch.jit.is_tracing():
-        # exports and traces (FLOP counters) record the standard norm and conv ops
+    if isinstance(norm, nn.Identity) or standard_ops_only() or torch.jit.is_tracing():
+        # exports, old Dynamo and traces (FLOP counters) record the standard norm and conv ops
         return [conv(norm(t)) for conv in convs]
     weight, bias = _stacked(convs)
     if isinstance(norm, LayerNorm2d):

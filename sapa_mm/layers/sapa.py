@@ -38,43 +38,11 @@ import torch.nn.functional as F
 from ..ops import sapa_deform_upsample, sapa_similarity, sapa_upsample
 from ..ops.torch_backend import deform_logits
 from .norm import make_norm, norm_project
+from .grid import check_pair, covering_grid, nearest_up
 from .resize import fit_to_size
 
 VARIANTS = ('I', 'B', 'G', 'D')
 NORMS = ('LN', 'GN', None)
-
-
-
-def check_pair(owner: str, x: torch.Tensor, guide: torch.Tensor, in_channels: int,
-               guide_channels: int, scale_factor: int) -> None:
-    """The checks every guided upsampler makes on ``up(x, guide)``; errors name ``owner``."""
-    for name, t, c in (('x', x, in_channels), ('guide', guide, guide_channels)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            raise ValueError(f'{owner}: {name} must be a 4-D (B, C, H, W) tensor, '
-                             f'got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)}')
-        if t.shape[1] != c:
-            raise ValueError(f'{owner}: {name} must have {c} channels, got shape {tuple(t.shape)}')
-    if x.shape[0] != guide.shape[0]:
-        raise ValueError(f'{owner}: batch sizes differ: x {tuple(x.shape)} vs guide {tuple(guide.shape)}')
-    s = scale_factor
-    for lo, hi in zip(x.shape[2:], guide.shape[2:]):
-        if abs(hi - s * lo) >= s:
-            raise ValueError(f'{owner}: the guide must be about scale_factor={s} times the size of x '
-                             f'(within {s - 1} pixels): x {tuple(x.shape)}, guide {tuple(guide.shape)}')
-
-
-def covering_grid(x: torch.Tensor, guide: torch.Tensor, s: int):
-    """(lo_size, hi_size): the low-res grid that covers the window centre (y // s, x // s)
-    of every pixel of a guide-sized output, and s times it."""
-    lo_size = tuple(max(lo, -(-hi // s)) for lo, hi in zip(x.shape[2:], guide.shape[2:]))
-    return lo_size, (s * lo_size[0], s * lo_size[1])
-
-
-def fit_to_covering_grid(x: torch.Tensor, guide: torch.Tensor, s: int):
-    """(x, guide) brought to the covering grid (``covering_grid``): x to the low-res
-    size, the guide to s times it."""
-    lo_size, hi_size = covering_grid(x, guide, s)
-    return fit_to_size(x, lo_size, s, extend=True), fit_to_size(guide, hi_size, s, extend=True)
 
 
 class SAPA(nn.Module):
@@ -208,17 +176,11 @@ class SAPA(nn.Module):
             else:  # 'G': key and gate read the same normalised x
                 out_size = tuple(guide.shape[2:])
                 key, gate = norm_project(self.norm_x, x, [self.key_proj, self.gate])
-                gate = self._nearest_up(torch.sigmoid(gate), out_size)
-                query_x = self._nearest_up(self.query_proj_x(x), out_size)
+                gate = nearest_up(torch.sigmoid(gate), out_size, self.scale_factor)
+                query_x = nearest_up(self.query_proj_x(x), out_size, self.scale_factor)
                 query = gate * query + (1 - gate) * query_x
         return (fit_to_size(query, hi_size, s, extend=True),
                 fit_to_size(key, lo_size, s, extend=True), value, offset)
-
-    def _nearest_up(self, t: torch.Tensor, size: tuple) -> torch.Tensor:
-        """Pixel p takes t at (y // s, x // s), as the window centres do."""
-        s = self.scale_factor
-        return fit_to_size(t.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3), size, s,
-                           extend=True)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, guide_channels={self.guide_channels}, '

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from . import cpu_backend, library
-from .sapa import exporting, _check_common, _check_hires, _trace_constant, resolve_backend
+from .sapa import standard_ops_only, _check_common, _check_hires, _trace_constant, resolve_backend
 from .torch_backend import deform_forward as deform_torch
 from .torch_backend import promoted_dtype
 
@@ -87,7 +87,7 @@ def sapa_deform_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Te
         inputs. Differentiable in all four inputs.
     """
     _check_deform(query, key, value, offset, num_groups, scale_factor)
-    if exporting():
+    if standard_ops_only():
         out, _ = deform_torch(query, key, value, offset, num_groups, scale_factor)
         return out.to(promoted_dtype(query, key, value, offset))
     backend = _deform_backend(backend, value.device)

@@ -322,6 +322,9 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
     from torch.autograd.function import once_differentiable
 
     _RAW = SimpleNamespace(correlate=correlate_kernel, aggregate=aggregate_kernel, scatter=scatter_kernel)
+    # the products' gradients call the Functions again (filled in below), so that
+    # double backward works here too
+    _FNS = SimpleNamespace()
 
     def _pair_function(name, kernel, grads_fn):
         def forward(ctx, a, b, K, s, backend):
@@ -329,9 +332,8 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
             ctx.cfg = K, s, backend
             return kernel(a, b, K, s, backend)
 
-        @once_differentiable
         def backward(ctx, grad):
-            return (*grads_fn(_RAW, _c(grad), *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad),
+            return (*grads_fn(_FNS, _c(grad), *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad),
                     None, None, None)
         return type(name, (torch.autograd.Function,),
                     dict(forward=staticmethod(forward), backward=staticmethod(backward))).apply
@@ -339,6 +341,7 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
     correlate = _pair_function('sapa_mm_correlate', correlate_kernel, correlate_grads)
     aggregate = _pair_function('sapa_mm_aggregate', aggregate_kernel, aggregate_grads)
     scatter = _pair_function('sapa_mm_scatter', scatter_kernel, scatter_grads)
+    _FNS.__dict__.update(correlate=correlate, aggregate=aggregate, scatter=scatter)
 
     class sapa_mm_upsample(torch.autograd.Function):  # noqa: N801 (FLOP counters key on the name)
 

@@ -37,11 +37,13 @@ def _triton_ready() -> bool:
             and not library.triton_failed())
 
 
-def exporting() -> bool:
-    """ONNX and torch.export record standard ops, so they get the 'torch' path inline."""
+def standard_ops_only() -> bool:
+    """ONNX and torch.export record standard ops, and so does Dynamo of a torch < 2.4
+    (``old_dynamo_tracing``): they get the 'torch' path inline."""
     compiler = getattr(torch, 'compiler', None)  # torch < 2.1 has neither
     is_exporting = getattr(compiler, 'is_exporting', None)
-    return bool(is_exporting and is_exporting()) or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export())
+    return (bool(is_exporting and is_exporting()) or old_dynamo_tracing()
+            or (torch.jit.is_tracing() and torch.onnx.is_in_onnx_export()))
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
@@ -54,6 +56,8 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     should run but is unavailable (no compiler, no Triton) falls back to 'torch' with a
     warning: a missing tool never stops a model.
     """
+    if old_dynamo_tracing():
+        return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
     from_env = backend is None and bool(os.environ.get('SAPA_BACKEND'))
     name = backend or os.environ.get('SAPA_BACKEND') or None
     if name is not None and name not in BACKENDS:
@@ -63,17 +67,21 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     if not fits and not from_env:
         raise ValueError(f"backend {name!r} runs on {'CPU' if name == 'cpu' else 'CUDA'} tensors, "
                          f'got tensors on {device}')
-    if not library.HAS_CUSTOM_OP and _compiling():
-        return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
     return _ready_backend(name if fits else None, device.type, None if fits else name)
 
 
+def old_dynamo_tracing() -> bool:
+    """Dynamo of a torch < 2.4 (no ``custom_op``) is tracing: it needs plain torch ops,
+    neither the ctypes kernels nor the fused Functions of the layers."""
+    return not library.HAS_CUSTOM_OP and _compiling()
+
+
 def _compiling() -> bool:
-    is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-    if is_compiling is None:  # torch < 2.3; nothing compiles before Dynamo is imported
-        dynamo = sys.modules.get('torch._dynamo')
-        is_compiling = getattr(dynamo, 'is_compiling', lambda: False)
-    return is_compiling()
+    # torch < 2.3 has no torch.compiler.is_compiling; its Dynamo folds
+    # torch._utils.is_compiling (2.1, 2.2) to True while tracing
+    is_compiling = (getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+                    or getattr(torch._utils, 'is_compiling', None))
+    return bool(is_compiling and is_compiling())
 
 
 def _trace_constant(fn):
@@ -193,8 +201,8 @@ def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5
     """
     _check_common(kernel_size, scale_factor, query=query, key=key)
     _check_qk(query, key, scale_factor)
-    out_dtype = torch.promote_types(query.dtype, key.dtype)
-    if exporting():
+    out_dtype = torch_backend.promoted_dtype(query, key)
+    if standard_ops_only():
         return torch_backend.correlate(query, key, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, query.device)
     return library.correlate(query, key, kernel_size, scale_factor, backend).to(out_dtype)
@@ -205,8 +213,8 @@ def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int 
     """Window sums ``sum_n w_pn v_n``: (B, K², sH, sW), (B, C, H, W) -> (B, C, sH, sW)."""
     _check_common(kernel_size, scale_factor, weights=weights, value=value)
     _check_weights_value(weights, value, kernel_size, scale_factor)
-    out_dtype = torch.promote_types(weights.dtype, value.dtype)
-    if exporting():
+    out_dtype = torch_backend.promoted_dtype(weights, value)
+    if standard_ops_only():
         return torch_backend.aggregate(weights, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
     return library.aggregate(weights, value, kernel_size, scale_factor, backend).to(out_dtype)
@@ -234,8 +242,8 @@ def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if value.shape[2:] != key.shape[2:]:
         raise ValueError(f'value and key must have the same spatial size: '
                          f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
-    out_dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
-    if exporting():
+    out_dtype = torch_backend.promoted_dtype(query, key, value)
+    if standard_ops_only():
         attn = torch_backend.correlate(query, key, kernel_size, scale_factor).softmax(1)
         return torch_backend.aggregate(attn, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)

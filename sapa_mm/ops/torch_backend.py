@@ -29,7 +29,12 @@ def acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def promoted_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The dtype the inputs promote to: the dtype of an op's output."""
+    """The dtype the inputs promote to: the dtype of an op's output.
+
+    Equal dtypes (the usual case) skip ``torch.promote_types``, which Dynamo before
+    torch 2.2 cannot trace (a graph break under torch.compile, an error in export)."""
+    if all(t.dtype == tensors[0].dtype for t in tensors):
+        return tensors[0].dtype
     return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
 
 

@@ -28,8 +28,9 @@ import os.path as osp
 import sys
 import warnings
 
-# The paper's columns (SAPA, NeurIPS 2022). None: not reported.
-# params / gflops: absolute; dparams / dgflops: against the baseline row.
+# The papers' columns: SAPA (NeurIPS 2022); for the rows it lacks, its journal extension
+# (src 'J'), the FADE repository's SegFormer table ('F') or the DySample paper ('D'), as
+# printed. params / gflops: absolute; dparams / dgflops: against the baseline row.
 PAPER = {
     'segformer_bilinear_ade20k': dict(params=13.74, gflops=15.91),
     'segformer_carafe_ade20k': dict(dparams=0.44),
@@ -68,7 +69,33 @@ PAPER = {
     'mask2former_swin-b_sapa_g_ade20k': dict(dparams=0.02, dgflops=0.45),  # as printed
     'panoptic_fpn_r50_nearest_1x_coco': dict(params=46.0),
     'panoptic_fpn_r50_sapa_1x_coco': dict(dparams=0.1),  # 3 x 17.5 K, rounded up in print
+    # the journal's further rows, FADE and DySample
+    'segformer_deconv_ade20k': dict(dparams=3.5, dgflops=34.4, src='J'),
+    'segformer_pixel_shuffle_ade20k': dict(dparams=3.5, dgflops=34.4, src='J'),  # see docs
+    'segformer_fade_ade20k': dict(dparams=0.29, dgflops=2.65, src='F'),
+    'segformer_fade_lite_ade20k': dict(dparams=0.08, dgflops=0.89, src='F'),
+    'segformer_dysample_ade20k': dict(),
+    'upernet_r50_deconv_ade20k': dict(dparams=7.1, src='J'),
+    'upernet_r50_pixel_shuffle_ade20k': dict(dparams=28.3, src='J'),
+    'upernet_r50_carafe_ade20k': dict(dparams=0.3, src='J'),
+    'upernet_r50_indexnet_ade20k': dict(dparams=25.2, src='J'),
+    'upernet_r50_a2u_ade20k': dict(dparams=0.1, src='J'),
+    'upernet_r50_fade_ade20k': dict(dparams=0.1, src='J'),
+    'upernet_r50_sapa_i_ade20k': dict(dparams=0.0, src='J'),
+    'upernet_r101_bilinear_ade20k': dict(params=85.5, src='J'),
+    'upernet_r101_sapa_d_ade20k': dict(),
+    # the journal's R-CNN params sit 5.3 M above the conference's (46.8 vs 41.53 M for
+    # R50): another count; its Δ columns count four FPN upsamplers where three run
+    'faster_rcnn_r50_fpn_deconv_1x_coco': dict(dparams=2.4, src='J'),
+    'faster_rcnn_r50_fpn_pixel_shuffle_1x_coco': dict(dparams=9.4, src='J'),
+    'faster_rcnn_r50_fpn_fade_1x_coco': dict(dparams=0.2, src='J'),
+    'faster_rcnn_r50_fpn_dysample_1x_coco': dict(dparams=0.0327, src='D'),
+    'faster_rcnn_r50_fpn_dysample_plus_1x_coco': dict(dparams=0.0655, src='D'),
+    'faster_rcnn_r101_fpn_nearest_1x_coco': dict(params=65.8, src='J'),
+    'faster_rcnn_r101_fpn_sapa_d_1x_coco': dict(),
+    'mask_rcnn_r50_fpn_dysample_plus_1x_coco': dict(),
 }
+SOURCES = {'J': 'journal', 'F': 'FADE', 'D': 'DySample'}
 ROWS = list(PAPER)  # table order
 LABELS = {
     'segformer_bilinear_ade20k': 'SegFormer-B1 bilinear',
@@ -94,6 +121,28 @@ LABELS = {
     'mask_rcnn_r50_fpn_sapa_1x_coco': 'Mask R-CNN R50 SAPA-B',
     'panoptic_fpn_r50_nearest_1x_coco': 'Panoptic FPN R50 nearest',
     'panoptic_fpn_r50_sapa_1x_coco': 'Panoptic FPN R50 SAPA-B',
+    'segformer_deconv_ade20k': 'SegFormer-B1 Deconv',
+    'segformer_pixel_shuffle_ade20k': 'SegFormer-B1 PixelShuffle',
+    'segformer_fade_ade20k': 'SegFormer-B1 FADE',
+    'segformer_fade_lite_ade20k': 'SegFormer-B1 FADE-Lite',
+    'segformer_dysample_ade20k': 'SegFormer-B1 DySample-S+',
+    'upernet_r50_deconv_ade20k': 'UPerNet-R50 Deconv',
+    'upernet_r50_pixel_shuffle_ade20k': 'UPerNet-R50 PixelShuffle',
+    'upernet_r50_carafe_ade20k': 'UPerNet-R50 CARAFE',
+    'upernet_r50_indexnet_ade20k': 'UPerNet-R50 IndexNet',
+    'upernet_r50_a2u_ade20k': 'UPerNet-R50 A2U',
+    'upernet_r50_fade_ade20k': 'UPerNet-R50 FADE',
+    'upernet_r50_sapa_i_ade20k': 'UPerNet-R50 SAPA-I',
+    'upernet_r101_bilinear_ade20k': 'UPerNet-R101 bilinear',
+    'upernet_r101_sapa_d_ade20k': 'UPerNet-R101 SAPA-D',
+    'faster_rcnn_r50_fpn_deconv_1x_coco': 'Faster R-CNN R50 Deconv',
+    'faster_rcnn_r50_fpn_pixel_shuffle_1x_coco': 'Faster R-CNN R50 PixelShuffle',
+    'faster_rcnn_r50_fpn_fade_1x_coco': 'Faster R-CNN R50 FADE',
+    'faster_rcnn_r50_fpn_dysample_1x_coco': 'Faster R-CNN R50 DySample',
+    'faster_rcnn_r50_fpn_dysample_plus_1x_coco': 'Faster R-CNN R50 DySample+',
+    'faster_rcnn_r101_fpn_nearest_1x_coco': 'Faster R-CNN R101 nearest',
+    'faster_rcnn_r101_fpn_sapa_d_1x_coco': 'Faster R-CNN R101 SAPA-D',
+    'mask_rcnn_r50_fpn_dysample_plus_1x_coco': 'Mask R-CNN R50 DySample+',
 }
 for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
     for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('indexnet', 'IndexNet'),
@@ -104,7 +153,9 @@ for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
 BASELINE_OF = {
     'segformer_': 'segformer_bilinear_ade20k',
     'upernet_r50_': 'upernet_r50_bilinear_ade20k',
+    'upernet_r101_': 'upernet_r101_bilinear_ade20k',
     'faster_rcnn_r50_fpn_': 'faster_rcnn_r50_fpn_nearest_1x_coco',
+    'faster_rcnn_r101_fpn_': 'faster_rcnn_r101_fpn_nearest_1x_coco',
     'mask_rcnn_r50_fpn_': 'mask_rcnn_r50_fpn_nearest_1x_coco',
     'maskformer_swin-b_': 'maskformer_swin-b_nearest_ade20k',
     'mask2former_swin-b_': 'mask2former_swin-b_bilinear_ade20k',
@@ -169,6 +220,8 @@ def table(results, names):
             dp = dg = None
         paper = PAPER.get(name, {})
         label = LABELS.get(name, name)
+        if paper.get('src'):
+            label += f" ({SOURCES[paper['src']]})"  # whose printed columns these are
         h, w = r['input_shape']
         lines.append(
             f"| {label} | {h}×{w} | {_fmt(r['params'] / 1e6)} | {_fmt(dp, signed=True)} "

@@ -1,0 +1,4 @@
+# UPerNet-R101, ADE20K 512x512, 80k: bilinear top-down path (the stock head).
+_base_ = ['./_base_/upernet_r101_ade20k-512x512.py']
+
+model = dict(decode_head=dict(upsample_cfg=dict(type='bilinear')))

@@ -1,0 +1,5 @@
+# UPerNet-R50, ADE20K 512x512, 80k: mmcv's PixelShufflePack (3x3 conv to 4C, pixel
+# shuffle) in the three ×2 steps of the head's FPN top-down path.
+_base_ = ['./_base_/upernet_r50_ade20k-512x512.py']
+
+model = dict(decode_head=dict(upsample_cfg=dict(type='pixel_shuffle', upsample_kernel=3)))
