@@ -56,6 +56,44 @@ def test_boundary_iou_penalises_edges_more_than_iou():
         boundary_iou_counts(label[:10], label, 2)
 
 
+def _cheng_band_by_distance(mask, d):
+    """Cheng et al.'s band written as a distance: mask pixels with a non-mask pixel, or
+    the outside of the image, within Chebyshev distance d."""
+    h, w = mask.shape
+    band = np.zeros_like(mask)
+    for i in range(h):
+        for j in range(w):
+            if not mask[i, j]:
+                continue
+            if i < d or j < d or i >= h - d or j >= w - d:
+                band[i, j] = True  # the image border is a contour here
+            elif not mask[i - d:i + d + 1, j - d:j + d + 1].all():
+                band[i, j] = True
+    return band
+
+
+def test_cheng_boundary_band_and_width_follow_the_paper():
+    """dilation_ratio mode (the paper rows): square band, image border counts, width
+    = round(ratio * diagonal) per image."""
+    from sapa_mm.seg.metrics import boundary_band, boundary_iou_counts, diagonal_width
+    rng = np.random.default_rng(3)
+    mask = np.zeros((23, 31), bool)
+    mask[3:19, 5:29] = True
+    mask[rng.random(mask.shape) < 0.05] = False  # holes
+    mask[:, :4] = True  # touching the image border
+    for d in (1, 2, 3):
+        assert (boundary_band(mask, d, image_border=True) == _cheng_band_by_distance(mask, d)).all()
+    assert diagonal_width((512, 683), 0.02) == 17 and diagonal_width((10, 10), 0.02) == 1
+    # the counts use that width: an image whose diagonal gives 2 px
+    label = np.zeros((60, 80), np.int64)
+    label[10:50, 20:60] = 1
+    pred = np.roll(label, 1, axis=0)
+    inter, union = boundary_iou_counts(pred, label, 2, dilation_ratio=0.02)
+    g = boundary_band(label == 1, 2, True)
+    p = boundary_band(pred == 1, 2, True)
+    assert (inter[1], union[1]) == ((g & p).sum(), (g | p).sum())
+
+
 def test_boundary_iou_metric_in_mmseg_registry():
     import torch
     from mmseg.registry import METRICS
@@ -68,6 +106,12 @@ def test_boundary_iou_metric_in_mmseg_registry():
     samples = [dict(pred_sem_seg=dict(data=label.clone()), gt_sem_seg=dict(data=label))]
     metric.process({}, samples)
     assert metric.evaluate(1) == {'mBIoU': 100.0}
+    metric = METRICS.build(dict(type='BoundaryIoUMetric', dilation_ratio=0.02))
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    metric.process({}, samples)
+    assert metric.evaluate(1) == {'mBIoU': 100.0}
+    with pytest.raises(ValueError, match='dilation_ratio'):
+        METRICS.build(dict(type='BoundaryIoUMetric', dilation_ratio=2))
     wrong = label.clone()
     wrong[0, 8, :] = 1  # wire missed: its class scores 0
     metric.process({}, [dict(pred_sem_seg=dict(data=wrong), gt_sem_seg=dict(data=label))])
