@@ -43,6 +43,17 @@ def upsampler_param(cfg_or_type, **kw):
     return pytest.param(cfg_or_type, marks=needs_mmcv if typ in MMCV_TYPES else (), **kw)
 
 
+def randomised(module, scale, seed=0):
+    """``module`` with every parameter redrawn N(0, scale²) (seeded): formula tests
+    away from the near-trivial initialisations."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return module
+
+
 # --------------------------------------------------------------------------
 # tiny data sets: the demo's generator at small sizes
 # --------------------------------------------------------------------------

@@ -138,16 +138,17 @@ def _variants_differ_only_in_upsample_cfg(prefix, variants, head_type):
 
 def test_demo_segformer_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'dysample'),
-        'GuidedSegformerHead')
+        'segformer_demo', ('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade',
+                           'dysample'), 'GuidedSegformerHead')
     assert ups['bilinear'] == dict(type='bilinear')
     assert ups['carafe']['type'] == 'carafe' and ups['dysample']['type'] == 'DySample'
+    assert ups['fade'] == dict(type='FADE', embed_dim=16)
     assert [ups[v]['variant'] for v in ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')] == ['I', 'B', 'G', 'D']
 
 
 def test_demo_segnet_variants_differ_only_in_upsample_cfg():
     ups = _variants_differ_only_in_upsample_cfg(
-        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d', 'dysample'), 'SegNetHead')
+        'segnet_demo', ('nearest', 'bilinear', 'sapa', 'sapa_d', 'fade', 'dysample'), 'SegNetHead')
     assert ups['nearest'] == dict(type='nearest') and ups['bilinear'] == dict(type='bilinear')
     assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa', 'sapa_d')] == [('SAPA', 'B'),
                                                                                 ('SAPA', 'D')]
@@ -374,9 +375,10 @@ def test_detection_demo_reports_bbox_and_segm_ap(tmp_path):
 
 
 @pytest.mark.parametrize('config', ['segformer_demo_carafe', 'segformer_demo_dysample',
-                                    'segnet_demo_dysample'])
+                                    'segnet_demo_dysample', 'segformer_demo_fade',
+                                    'segnet_demo_fade'])
 def test_new_demo_variants_train_a_cpu_step(config):
-    """The CARAFE and DySample demo variants build and train one step on CPU (small
+    """The CARAFE, FADE and DySample demo variants build and train one step on CPU (small
     inputs), with gradients reaching the upsampler's parameters."""
     pytest.importorskip('mmcv.ops')
     from sapa_mm.tools.benchmark_models import model_step, synthetic_batch

@@ -4,15 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import randomised
 from sapa_mm.layers import DySample, build_guided_upsampler
-
-
-def _randomised(m, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-    return m
 
 
 def sample_bilinear_border(x, y, xs):
@@ -60,7 +53,7 @@ def dysample_formula(m, x):
 @pytest.mark.parametrize('s', [2, 3])
 def test_matches_the_formula_float64_odd_sizes(style, groups, dynamic, s):
     C = 8 * s * s if style == 'pl' else 16
-    m = _randomised(DySample(C, s, style, groups, dynamic).double())
+    m = randomised(DySample(C, s, style, groups, dynamic).double(), 0.5)
     x = torch.randn(2, C, 5, 7, dtype=torch.float64)
     torch.testing.assert_close(m(x), dysample_formula(m, x))
 
@@ -79,7 +72,7 @@ def test_zero_offsets_are_bilinear_upsampling_exactly():
 
 
 def test_gradcheck():
-    m = _randomised(DySample(8, 2, 'lp', 2, dynamic=True).double(), scale=0.3)
+    m = randomised(DySample(8, 2, 'lp', 2, dynamic=True).double(), scale=0.3)
     x = torch.randn(1, 8, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: m(t), (x, ), eps=1e-6, atol=1e-5)
 
@@ -113,7 +106,7 @@ def test_factory_registry_and_errors():
 
 
 def test_compiles_without_graph_breaks_and_exports_to_onnx(tmp_path):
-    up = _randomised(build_guided_upsampler(dict(type='DySample', dynamic=True), 8), 0.1).eval()
+    up = randomised(build_guided_upsampler(dict(type='DySample', dynamic=True), 8), 0.1).eval()
     x, guide = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 12, 10)
     assert torch._dynamo.explain(up)(x, guide).graph_break_count == 0
     onnx = pytest.importorskip('onnx')

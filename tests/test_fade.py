@@ -3,15 +3,8 @@ paper's equations, pixel by pixel: semi-shift kernels, CARAFE reassembly, the ga
 import pytest
 import torch
 
+from helpers import randomised
 from sapa_mm.layers import FADE, FADELite, build_guided_upsampler
-
-
-def _randomised(m, scale=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-    return m
 
 
 def _at(t, y, x):
@@ -73,7 +66,7 @@ def fade_formula(m, x, guide):
                                     (FADE, dict(embed_dim=4, kernel_size=3, encoder_kernel=1)),
                                     (FADE, dict(embed_dim=5, scale_factor=3))])
 def test_matches_the_formula_float64(cls, kw):
-    m = _randomised(cls(6, **kw).double())
+    m = randomised(cls(6, **kw).double(), 0.3)
     s = m.scale_factor
     x = torch.randn(2, 6, 3, 5, dtype=torch.float64)
     guide = torch.randn(2, 6, 3 * s, 5 * s, dtype=torch.float64)
@@ -86,7 +79,7 @@ def test_matches_the_formula_float64(cls, kw):
 def test_odd_sizes_crop_the_covering_grid(size):
     """A guide one pixel short of 2x: the exact-size result cropped (the guide's own
     pixels see the same kernels); one pixel over: x extended by its last row / col."""
-    m = _randomised(FADE(4, embed_dim=3).double())
+    m = randomised(FADE(4, embed_dim=3).double(), 0.3)
     x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
     guide = torch.randn(1, 4, *size, dtype=torch.float64)
     out = m(x, guide)
@@ -101,7 +94,7 @@ def test_odd_sizes_crop_the_covering_grid(size):
 
 
 def test_guide_one_pixel_over_extends_x():
-    m = _randomised(FADE(4, embed_dim=3).double())
+    m = randomised(FADE(4, embed_dim=3).double(), 0.3)
     x = torch.randn(1, 4, 3, 5, dtype=torch.float64)
     guide = torch.randn(1, 4, 7, 11, dtype=torch.float64)
     x_ext = torch.nn.functional.pad(x, (0, 1, 0, 1), mode='replicate')
@@ -114,11 +107,11 @@ def test_guide_one_pixel_over_extends_x():
 
 
 def test_gradcheck():
-    m = _randomised(FADE(3, embed_dim=4).double())
+    m = randomised(FADE(3, embed_dim=4).double(), 0.3)
     x = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     g = torch.randn(1, 3, 6, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: m(a, b), (x, g), eps=1e-6, atol=1e-5)
-    lite = _randomised(FADELite(3, kernel_size=3).double())
+    lite = randomised(FADELite(3, kernel_size=3).double(), 0.3)
     assert torch.autograd.gradcheck(lambda a, b: lite(a, b), (x, g), eps=1e-6, atol=1e-5)
 
 
@@ -163,7 +156,7 @@ def test_factory_registry_and_errors():
 
 
 def test_attention_logits_are_what_forward_softmaxes():
-    m = _randomised(FADE(4, embed_dim=3), 0.2)
+    m = randomised(FADE(4, embed_dim=3), 0.2)
     x, guide = torch.randn(1, 4, 4, 5), torch.randn(1, 4, 7, 10)
     logits = m.attention_logits(x, guide)
     assert logits.shape == (1, 1, 25, 7, 10)
@@ -178,7 +171,7 @@ def test_attention_logits_are_what_forward_softmaxes():
 
 
 def test_compiles_without_graph_breaks_and_exports_to_onnx(tmp_path):
-    up = _randomised(build_guided_upsampler(dict(type='FADE', embed_dim=8), 8), 0.1).eval()
+    up = randomised(build_guided_upsampler(dict(type='FADE', embed_dim=8), 8), 0.1).eval()
     x, guide = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 12, 10)
     assert torch._dynamo.explain(up)(x, guide).graph_break_count == 0
     onnx = pytest.importorskip('onnx')

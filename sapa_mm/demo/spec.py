@@ -21,10 +21,11 @@ VARIANTS = {
     'sapa_g': 'SAPA-G',
     'sapa_d': 'SAPA-D',
     'carafe': 'CARAFE',
+    'fade': 'FADE',
     'dysample': 'DySample',
 }
 # the variants whose upsampler has parameters (the ones an upsampler learning rate moves)
-LEARNED = ('sapa', 'sapa_g', 'sapa_d', 'carafe', 'dysample')
+LEARNED = ('sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade', 'dysample')
 # Earlier versions called SAPA-B ``sapa_b``: results recorded under that name
 # (work_dirs/reproduce_small/<experiment>/sapa_b_seed<N>) are still read.
 FORMER_NAMES = {'sapa': 'sapa_b'}
@@ -35,11 +36,12 @@ FORMER_NAMES = {'sapa': 'sapa_b'}
 EXPERIMENTS = {
     'segformer': dict(
         prefix='segformer_demo', title='demo SegFormer (MiT 16-128 ch, GuidedSegformerHead)',
-        choices=('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'dysample'),
+        choices=('bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade', 'dysample'),
         default=('bilinear', 'sapa'), batch=4, feature='stage-4 feat.'),
     'segnet': dict(
         prefix='segnet_demo', title='demo SegNet (16-64 ch, no skips, constant lr)',
-        choices=('nearest', 'bilinear', 'sapa', 'sapa_d', 'dysample'), default=('nearest', 'bilinear', 'sapa'),
+        choices=('nearest', 'bilinear', 'sapa', 'sapa_d', 'fade', 'dysample'),
+        default=('nearest', 'bilinear', 'sapa'),
         batch=8, feature='last decoder step'),
 }
 DET_VARIANTS = ('sapa', 'nearest')

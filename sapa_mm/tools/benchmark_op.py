@@ -179,6 +179,8 @@ def module_cases(B, C, H, W, s, device, backend=None):
         print(f'CARAFE skipped: {e}')
     ups['SAPA-B'] = SAPA(C, C, s, kernel_size=5, embed_dim=32, variant='B', backend=backend)
     ups['SAPA-D'] = SAPA(C, C, s, embed_dim=32, variant='D', num_groups=4, num_points=9, backend=backend)
+    ups['FADE'] = build_guided_upsampler(dict(type='FADE'), C, C, s)
+    ups['FADE-Lite'] = build_guided_upsampler(dict(type='FADELite'), C, C, s)
     ups['DySample'] = build_guided_upsampler(dict(type='DySample', style='lp', groups=4), C, C, s)
     ups['DySample+'] = build_guided_upsampler(dict(type='DySample', style='lp', groups=4,
                                                    dynamic=True), C, C, s)
