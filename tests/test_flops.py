@@ -1,5 +1,6 @@
 """MAC counting of the SAPA / CARAFE ops and the paper's params / GFLOPs columns."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -379,3 +380,11 @@ def test_deconv_and_pixel_shuffle_macs_against_the_journal():
     assert round(14_592 * step_macs('deconv') / 1e9, 2) == 8.61
     assert round(58_368 * step_macs('deconv') / 1e9, 1) == 34.4  # the printed figure
     assert round(14_592 * step_macs('pixel_shuffle') / 1e9, 1) == 34.4
+
+
+def test_get_flops_lists_every_paper_row_grouped_by_model():
+    from sapa_mm.tools.get_flops import LABELS, PAPER, ROWS, baseline_of
+    configs = {osp.splitext(f)[0] for f in os.listdir(osp.join(ROOT, 'configs')) if f.endswith('.py')}
+    assert set(ROWS) == set(PAPER) == configs and set(LABELS) == configs
+    bases = [baseline_of(n) or n for n in ROWS]
+    assert bases == sorted(bases, key=bases.index)  # each model's rows together

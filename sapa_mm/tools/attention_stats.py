@@ -5,7 +5,7 @@ has its softmax saturated into a one-hot pick?
 
 Runs the config's validation images (no checkpoint: the model at initialisation)
 through the model and, for every upsampler with an ``attention_logits`` method
-(SAPA-I/B/G/D, CARAFE), reports over all output pixels:
+(SAPA-I/B/G/D, CARAFE, FADE), reports over all output pixels:
 
 * ``logit std``: the standard deviation of the logits within each window (or each
   SAPA-D group's points), averaged over pixels. With the official initialisation
@@ -151,7 +151,7 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump(dict(summary=summary, rows=rows), f, indent=1)
     if not rows:
-        print(f'{args.config}: no upsampler with attention_logits (SAPA, CARAFE) in the model')
+        print(f'{args.config}: no upsampler with attention_logits (SAPA, CARAFE, FADE) in the model')
         return 0
     print(f'{len(rows)} upsamplers, {summary["images"]} validation images, '
           f'{"checkpoint " + args.checkpoint if args.checkpoint else "at initialisation"}')

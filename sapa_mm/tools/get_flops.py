@@ -96,7 +96,6 @@ PAPER = {
     'mask_rcnn_r50_fpn_dysample_plus_1x_coco': dict(),
 }
 SOURCES = {'J': 'journal', 'F': 'FADE', 'D': 'DySample'}
-ROWS = list(PAPER)  # table order
 LABELS = {
     'segformer_bilinear_ade20k': 'SegFormer-B1 bilinear',
     'segformer_carafe_ade20k': 'SegFormer-B1 CARAFE',
@@ -161,6 +160,11 @@ BASELINE_OF = {
     'mask2former_swin-b_': 'mask2former_swin-b_bilinear_ade20k',
     'panoptic_fpn_r50_': 'panoptic_fpn_r50_nearest_1x_coco',
 }
+
+
+# table order: by model (BASELINE_OF's order), the papers' order within a model
+ROWS = sorted(PAPER, key=lambda n: next((i for i, p in enumerate(BASELINE_OF) if n.startswith(p)),
+                                        len(BASELINE_OF)))
 
 
 def baseline_of(name):
