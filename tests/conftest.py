@@ -7,13 +7,7 @@ from helpers import (DET_CONFIG, SEG_CONFIG, check_ok, make_coco_dataset, make_s
                      run_tool, tool_env)
 
 
-@pytest.fixture(autouse=True)
-def _isolate_default_scope():
-    """Undo the mmengine default scope a test set (e.g. by building a Runner).
-
-    ``Registry.build`` resolves types in the *current* default scope, so a test
-    that leaves 'mmdet' current would make a later ``mmseg`` build fail.
-    """
+def _restoring_default_scope():
     mod = sys.modules.get('mmengine.registry.default_scope')
     saved = dict(mod.DefaultScope._instance_dict) if mod else {}
     yield
@@ -22,6 +16,23 @@ def _isolate_default_scope():
         instances = mod.DefaultScope._instance_dict
         instances.clear()
         instances.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_default_scope():
+    """Undo the mmengine default scope a test set (e.g. by building a Runner).
+
+    ``Registry.build`` resolves types in the *current* default scope, so a test
+    that leaves 'mmdet' current would make a later ``mmseg`` build fail.
+    """
+    yield from _restoring_default_scope()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _isolate_default_scope_of_module_fixtures():
+    """The same around a whole module: its module-scoped fixtures (test_flops.py's
+    model builds) set the scope outside any one test."""
+    yield from _restoring_default_scope()
 
 
 @pytest.fixture(scope='session')
