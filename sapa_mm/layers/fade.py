@@ -104,12 +104,16 @@ class FADE(nn.Module):
         from_x = gen['content_encoder'](gen['compressor_de'](x))
         return fit_to_size(from_guide, hi_size, s, extend=True) + nearest_up(from_x, hi_size, s)
 
-    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    def _x_on_grid(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """x checked against the guide and brought to the covering grid."""
         check_pair(type(self).__name__, x, guide, self.in_channels, self.guide_channels,
                    self.scale_factor)
+        lo_size, _ = covering_grid(x, guide, self.scale_factor)
+        return fit_to_size(x, lo_size, self.scale_factor, extend=True)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         s, out_size = self.scale_factor, tuple(guide.shape[2:])
-        lo_size, _ = covering_grid(x, guide, s)
-        x = fit_to_size(x, lo_size, s, extend=True)
+        x = self._x_on_grid(x, guide)
         kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
         reassembled = sapa_aggregate(kernels, x, self.kernel_size, s)[..., :out_size[0], :out_size[1]]
         gate = nearest_up(torch.sigmoid(self.gate_generator['conv'](x)), out_size, s)
@@ -118,10 +122,7 @@ class FADE(nn.Module):
     @torch.no_grad()
     def attention_logits(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """The kernel logits that ``forward`` softmaxes, for inspection: (B, 1, K², Hg, Wg)."""
-        check_pair(type(self).__name__, x, guide, self.in_channels, self.guide_channels,
-                   self.scale_factor)
-        lo_size, _ = covering_grid(x, guide, self.scale_factor)
-        logits = self.kernel_logits(fit_to_size(x, lo_size, self.scale_factor, extend=True), guide)
+        logits = self.kernel_logits(self._x_on_grid(x, guide), guide)
         return logits[:, None, :, :guide.shape[2], :guide.shape[3]]
 
     def extra_repr(self) -> str:
