@@ -1,9 +1,9 @@
 """SAPA feature upsampling for OpenMMLab.
 
-Importing the package (or ``sapa_mm.seg`` / ``sapa_mm.det`` / ``sapa_mm.layers`` /
-``sapa_mm.ops``) registers its modules and ops and changes nothing else in torch or
-mmengine, with one exception: the types mmengine writes into checkpoints are added
-to torch's weights_only allow-list through the public
+Importing the package (or ``sapa_mm.seg`` / ``sapa_mm.det`` / ``sapa_mm.depth`` /
+``sapa_mm.layers`` / ``sapa_mm.ops``) registers its modules and ops and changes
+nothing else in torch or mmengine, with one exception: the types mmengine writes
+into checkpoints are added to torch's weights_only allow-list through the public
 ``torch.serialization.add_safe_globals`` (:mod:`sapa_mm.checkpoint`), so resume
 files load on torch >= 2.6 without ``weights_only=False``.
 
@@ -25,7 +25,8 @@ _register_safe_globals()
 
 # Sub-packages that register modules into the OpenMMLab registries, with the
 # package each one needs. ``register_all_modules`` imports those present.
-_REGISTERING = (('layers', None), ('seg', 'mmseg'), ('det', 'mmdet'))
+_REGISTERING = (('layers', None), ('seg', 'mmseg'), ('det', 'mmdet'), ('depth', 'mmseg'),
+                ('matting', 'mmcv'))
 
 
 def register_all_modules():

@@ -15,72 +15,68 @@ from helpers import seg_batch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
 
-SAPA_D = dict(type='SAPA', variant='D', num_groups=4, num_points=9, embed_dim=32, norm=None)
-DECONV = dict(type='deconv', kernel_size=3)
-PIXEL_SHUFFLE = dict(type='pixel_shuffle', upsample_kernel=3)
-DYSAMPLE_PLUS = dict(type='DySample', style='lp', groups=4, dynamic=True)
-SEG_ROWS = {
-    'segformer_bilinear_ade20k': dict(type='bilinear'),
-    'segformer_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
-                                    compressed_channels=64),
-    'segformer_sapa_i_ade20k': dict(type='SAPA', variant='I', kernel_size=5),
-    # the norm of the code behind each row: LayerNorm for SegFormer (conference code),
-    # GroupNorm(32) for UPerNet and FPN (journal code and its mmseg/mmdet ports)
-    'segformer_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
-                                  norm='LN'),
-    'segformer_sapa_g_ade20k': dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32,
-                                    norm='LN'),
-    'segformer_indexnet_ade20k': dict(type='IndexNet', kernel_size=4, nonlinear=True),
-    'segformer_a2u_ade20k': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
-    'upernet_r50_bilinear_ade20k': dict(type='bilinear'),
-    'upernet_r50_sapa_ade20k': dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32,
-                                    norm='GN'),
-    # the journal's deformable SAPA: no norm in its code
-    'segformer_sapa_d_ade20k': SAPA_D,
-    'upernet_r50_sapa_d_ade20k': SAPA_D,
-    # the journal's further rows
-    'segformer_deconv_ade20k': DECONV,
-    'segformer_pixel_shuffle_ade20k': PIXEL_SHUFFLE,
-    'segformer_fade_ade20k': dict(type='FADE'),
-    'segformer_fade_lite_ade20k': dict(type='FADELite'),
-    'segformer_dysample_ade20k': dict(type='DySample', style='pl', groups=4, dynamic=True),
-    'upernet_r50_deconv_ade20k': DECONV,
-    'upernet_r50_pixel_shuffle_ade20k': PIXEL_SHUFFLE,
-    'upernet_r50_carafe_ade20k': dict(type='carafe', up_kernel=5, encoder_kernel=3,
-                                      compressed_channels=64),
-    'upernet_r50_indexnet_ade20k': dict(type='IndexNet', kernel_size=4, nonlinear=True),
-    'upernet_r50_a2u_ade20k': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
-    'upernet_r50_fade_ade20k': dict(type='FADE'),
-    'upernet_r50_sapa_i_ade20k': dict(type='SAPA', variant='I', kernel_size=5),
-    'upernet_r101_bilinear_ade20k': dict(type='bilinear'),
-    'upernet_r101_sapa_d_ade20k': SAPA_D,
-}
-DET_ROWS = {
-    'faster_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
-    'faster_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
-                                             embed_dim=32, norm='GN'),
-    'faster_rcnn_r50_fpn_carafe_1x_coco': dict(type='carafe', up_kernel=5, encoder_kernel=3,
-                                               compressed_channels=64),
-    'faster_rcnn_r50_fpn_indexnet_1x_coco': dict(type='IndexNet', kernel_size=4, nonlinear=True),
-    'faster_rcnn_r50_fpn_a2u_1x_coco': dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1),
-    'faster_rcnn_r50_fpn_sapa_i_1x_coco': dict(type='SAPA', variant='I', kernel_size=5),
-    'faster_rcnn_r50_fpn_sapa_g_1x_coco': dict(type='SAPA', variant='G', kernel_size=5,
-                                               embed_dim=32, norm='GN'),
-    'faster_rcnn_r50_fpn_sapa_d_1x_coco': SAPA_D,
-    'mask_rcnn_r50_fpn_nearest_1x_coco': dict(mode='nearest'),
-    'mask_rcnn_r50_fpn_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
-                                           embed_dim=32, norm='GN'),
-    'faster_rcnn_r50_fpn_deconv_1x_coco': DECONV,
-    'faster_rcnn_r50_fpn_pixel_shuffle_1x_coco': PIXEL_SHUFFLE,
-    'faster_rcnn_r50_fpn_fade_1x_coco': dict(type='FADE'),
-    'faster_rcnn_r50_fpn_dysample_1x_coco': dict(type='DySample', style='lp', groups=4,
-                                                 dynamic=False),
-    'faster_rcnn_r50_fpn_dysample_plus_1x_coco': DYSAMPLE_PLUS,
-    'faster_rcnn_r101_fpn_nearest_1x_coco': dict(mode='nearest'),
-    'faster_rcnn_r101_fpn_sapa_d_1x_coco': SAPA_D,
-    'mask_rcnn_r50_fpn_dysample_plus_1x_coco': DYSAMPLE_PLUS,
-}
-ROWS = {**SEG_ROWS, **DET_ROWS}
+# The paper's table rows: configs/<model>_<upsampler>_<data>.py (check_the_naming_rule)
+MODELS = ('segformer', 'upernet_r50', 'upernet_r101', 'faster_rcnn_r50_fpn',
+          'faster_rcnn_r101_fpn', 'mask_rcnn_r50_fpn', 'maskformer_swin-b', 'mask2former_swin-b',
+          'panoptic_fpn_r50')
+SEG_ROWS = (
+    [f'segformer_{u}_ade20k' for u in ('bilinear', 'carafe', 'sapa_i', 'sapa', 'sapa_g',
+                                       'indexnet', 'a2u', 'sapa_d', 'deconv', 'pixel_shuffle',
+                                       'fade', 'fade_lite', 'dysample')]
+    + [f'upernet_r50_{u}_ade20k' for u in ('bilinear', 'sapa', 'sapa_d', 'deconv',
+                                           'pixel_shuffle', 'carafe', 'indexnet', 'a2u', 'fade',
+                                           'sapa_i')]
+    + [f'upernet_r101_{u}_ade20k' for u in ('bilinear', 'sapa_d')])
+DET_ROWS = (
+    [f'faster_rcnn_r50_fpn_{u}_1x_coco' for u in ('nearest', 'sapa', 'carafe', 'indexnet', 'a2u',
+                                                  'sapa_i', 'sapa_g', 'sapa_d', 'deconv',
+                                                  'pixel_shuffle', 'fade', 'dysample',
+                                                  'dysample_plus')]
+    + [f'faster_rcnn_r101_fpn_{u}_1x_coco' for u in ('nearest', 'sapa_d')]
+    + [f'mask_rcnn_r50_fpn_{u}_1x_coco' for u in ('nearest', 'sapa', 'dysample_plus')])
+
+
+def upsampler_named_by(name):
+    """The upsampler token of a row's file name ``<model>_<upsampler>_<data>``."""
+    data = '_ade20k' if name.endswith('_ade20k') else '_1x_coco'
+    model = next(m for m in MODELS if name.startswith(m + '_'))
+    return name[len(model) + 1:-len(data)]
+
+
+def check_the_naming_rule(name, up):
+    """The naming rule of the row configs, checked against a row's ``upsample_cfg``:
+
+    * the upsampler token, underscores dropped, is the config's ``type`` (the stock FPN
+      spelling: ``mode``) in lower case, then for SAPA the variant letter unless it is
+      B and for DySample ``plus`` when the scope is dynamic ('pixel_shuffle' is
+      ``type='pixel_shuffle'``, 'fade_lite' ``'FADELite'``, 'sapa_d' SAPA-D);
+    * DySample is 'pl' in segmentation and 'lp' in detection (the DySample paper's
+      choice); SegFormer's row is its segmentation setting, DySample-S+ ('pl',
+      dynamic), and keeps the plain name;
+    * SAPA-B / -G use the norm of the code behind each row: LayerNorm with SegFormer and
+      MaskFormer / Mask2Former (conference code), GroupNorm with UPerNet and FPN
+      (journal code and its mmseg / mmdet ports); SAPA-D none (the journal's code).
+
+    The other options of each upsampler are pinned by the parameter counts of
+    tests/test_flops.py."""
+    token = upsampler_named_by(name)
+    kind = up.get('type', up.get('mode'))
+    said = kind.lower()
+    if kind == 'SAPA':
+        said += '' if up['variant'] == 'B' else up['variant'].lower()
+    if kind == 'DySample' and name.endswith('_ade20k'):
+        assert (up['style'], up['dynamic']) == ('pl', True), name  # DySample-S+
+    elif kind == 'DySample':
+        assert up['style'] == 'lp', name
+        said += 'plus' if up['dynamic'] else ''
+    assert token.replace('_', '') == said.replace('_', ''), (name, up)
+    if kind == 'SAPA' and up['variant'] != 'I':  # SAPA-I has nothing to normalise
+        conference = name.startswith(('segformer', 'maskformer', 'mask2former'))
+        want = None if up['variant'] == 'D' else 'LN' if conference else 'GN'
+        assert up.get('norm') == want, (name, up)
+
+
+ROWS = SEG_ROWS + DET_ROWS
 # every ADE20K row prints the journal's two columns
 BIOU_EVALUATOR = [dict(type='IoUMetric', iou_metrics=['mIoU']),
                   dict(type='BoundaryIoUMetric', dilation_ratio=0.02)]
@@ -115,11 +111,11 @@ def test_every_row_has_a_config():
     assert set(ROWS) | set(NEW_ROWS) <= present
 
 
-@pytest.mark.parametrize('name', list(ROWS))
+@pytest.mark.parametrize('name', ROWS)
 def test_config_contents(name):
     cfg = _load(name)
     part = _upsampler_key(cfg)
-    assert part.upsample_cfg == ROWS[name]
+    check_the_naming_rule(name, part.upsample_cfg)
     if name in SEG_ROWS:
         assert cfg.default_scope == 'mmseg'
         assert cfg.custom_imports.imports == ['sapa_mm.seg']
@@ -177,7 +173,7 @@ def _det_batch(h, w, with_mask, b=2):
 
 
 # odd input sizes: every stage of the backbones comes out odd somewhere
-@pytest.mark.parametrize('name', list(ROWS))
+@pytest.mark.parametrize('name', ROWS)
 def test_one_training_step_on_cpu(name):
     """Build the full-size model (no checkpoint download) and run forward + backward
     on a small odd-sized batch. CARAFE runs too: sapa_mm gives it a CPU path."""
@@ -196,7 +192,7 @@ def test_one_training_step_on_cpu(name):
     assert torch.isfinite(loss)
     loss.backward()
     ups = [m for n, m in model.named_modules() if n.endswith('upsamplers')]
-    if ROWS[name].get('type', ROWS[name].get('mode')) in ('bilinear', 'nearest'):
+    if upsampler_named_by(name) in ('bilinear', 'nearest'):
         return  # the stock path
     assert len(ups) == 1
     for p in ups[0].parameters():
@@ -275,31 +271,11 @@ def test_train_without_ade20k_prints_the_message(tmp_path):
 # --------------------------------------------------------------------------
 # MaskFormer / Mask2Former (Swin-B, ADE20K 640x640) and Panoptic FPN rows
 # --------------------------------------------------------------------------
-CARAFE = dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64)
-SAPA_I = dict(type='SAPA', variant='I', kernel_size=5)
-SAPA_B_LN = dict(type='SAPA', variant='B', kernel_size=5, embed_dim=32, norm='LN')
-SAPA_G_LN = dict(type='SAPA', variant='G', kernel_size=5, embed_dim=32, norm='LN')
-INDEXNET = dict(type='IndexNet', kernel_size=4, nonlinear=True)
-A2U = dict(type='A2U', kernel_size=3, encoder_kernel=6, rank=1)
-MASK_ROWS = {}
-for _model, _base in (('maskformer', dict(type='nearest')),
-                      ('mask2former', dict(type='bilinear'))):
-    _stock = _base['type']
-    MASK_ROWS.update({
-        f'{_model}_swin-b_{_stock}_ade20k': _base,
-        f'{_model}_swin-b_carafe_ade20k': CARAFE,
-        f'{_model}_swin-b_indexnet_ade20k': INDEXNET,
-        f'{_model}_swin-b_a2u_ade20k': A2U,
-        f'{_model}_swin-b_sapa_i_ade20k': SAPA_I,
-        f'{_model}_swin-b_sapa_ade20k': SAPA_B_LN,
-        f'{_model}_swin-b_sapa_g_ade20k': SAPA_G_LN,
-    })
-PANOPTIC_ROWS = {
-    'panoptic_fpn_r50_nearest_1x_coco': dict(mode='nearest'),
-    'panoptic_fpn_r50_sapa_1x_coco': dict(type='SAPA', variant='B', kernel_size=5,
-                                          embed_dim=32, norm='GN'),
-}
-NEW_ROWS = {**MASK_ROWS, **PANOPTIC_ROWS}
+MASK_ROWS = [f'{model}_swin-b_{u}_ade20k'
+             for model, stock in (('maskformer', 'nearest'), ('mask2former', 'bilinear'))
+             for u in (stock, 'carafe', 'indexnet', 'a2u', 'sapa_i', 'sapa', 'sapa_g')]
+PANOPTIC_ROWS = ['panoptic_fpn_r50_nearest_1x_coco', 'panoptic_fpn_r50_sapa_1x_coco']
+NEW_ROWS = MASK_ROWS + PANOPTIC_ROWS
 NEW_FAMILIES = {
     'maskformer': [n for n in MASK_ROWS if n.startswith('maskformer')],
     'mask2former': [n for n in MASK_ROWS if n.startswith('mask2former')],
@@ -307,11 +283,11 @@ NEW_FAMILIES = {
 }
 
 
-@pytest.mark.parametrize('name', list(NEW_ROWS))
+@pytest.mark.parametrize('name', NEW_ROWS)
 def test_new_config_contents(name):
     cfg = _load(name)
     part = _upsampler_part(cfg.model)
-    assert part.upsample_cfg == NEW_ROWS[name]
+    check_the_naming_rule(name, part.upsample_cfg)
     if name in MASK_ROWS:
         assert cfg.default_scope == 'mmseg'
         assert 'sapa_mm.det' in cfg.custom_imports.imports
@@ -348,7 +324,7 @@ def test_rows_differ_only_in_upsample_cfg(family):
         assert d == dicts[0]
 
 
-@pytest.mark.parametrize('name', list(NEW_ROWS))
+@pytest.mark.parametrize('name', NEW_ROWS)
 def test_new_config_builds(name):
     from sapa_mm.tools.complexity import build_model
     model = build_model(_path(name))

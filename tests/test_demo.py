@@ -268,7 +268,26 @@ def test_every_demo_variant_has_its_config():
         for v in spec['choices']:
             assert osp.isfile(seg_config(experiment, v)), (experiment, v)
     assert all(osp.isfile(det_config(v)) for v in DET_VARIANTS)
-    assert VARIANTS['sapa'] == 'SAPA-B'
+
+
+def test_every_demo_label_names_the_upsampler_its_configs_build():
+    """What the tables and figures print for a variant (``VARIANTS``) is the upsampler
+    of its configs: 'SAPA-X' is SAPA variant X, 'NN' nearest, the others the type."""
+    from mmengine.config import Config
+    from sapa_mm.demo.spec import DET_VARIANTS, EXPERIMENTS, VARIANTS, det_config, seg_config
+    paths = [(v, seg_config(e, v)) for e, spec in EXPERIMENTS.items() for v in spec['choices']]
+    paths += [(v, det_config(v)) for v in DET_VARIANTS]
+    for v, path in paths:
+        model = Config.fromfile(path).model
+        part = next(p for p in (model, model.get('neck'), model.get('decode_head'))
+                    if p and 'upsample_cfg' in p)
+        up = part.upsample_cfg
+        kind = up.get('type', up.get('mode'))
+        label = VARIANTS[v]
+        if label.startswith('SAPA-'):
+            assert (kind, up['variant']) == ('SAPA', label[-1]), path
+        else:
+            assert kind.lower() == {'NN': 'nearest'}.get(label, label).lower(), path
 
 
 def test_library_layers_do_not_import_the_demo():

@@ -68,7 +68,7 @@ def test_zero_offsets_are_bilinear_upsampling_exactly():
     # the paper's init: a small perturbation of bilinear; the dynamic scope starts at 0.25
     m2 = DySample(16, 2, dynamic=True)
     assert m2.offset.weight.std().item() == pytest.approx(0.001, rel=0.2)
-    assert not m2.scope.weight.any() and not m2.scope.bias.any()
+    assert not m2.scope.weight.any() and m2.scope.bias is None
 
 
 def test_gradcheck():
@@ -78,14 +78,49 @@ def test_gradcheck():
 
 
 def test_parameter_counts_of_the_paper_setting():
-    """C = 256, s = 2, 4 groups: 'lp' 256·32 + 32 (DySample), twice that with the
-    dynamic scope (DySample+); 'pl' reads the 64 shuffled channels."""
+    """C = 256, s = 2, 4 groups: 'lp' 256·32 + 32 (DySample), plus a bias-free scope
+    conv 256·32 (DySample+); 'pl' reads the 64 shuffled channels."""
     def count(**kw):
         return sum(p.numel() for p in DySample(256, 2, **kw).parameters())
-    assert count() == 8224 and count(dynamic=True) == 16448
-    assert count(style='pl') == 520 and count(style='pl', dynamic=True) == 1040
+    assert count() == 8224 and count(dynamic=True) == 16416
+    assert count(style='pl') == 520 and count(style='pl', dynamic=True) == 1032
     assert set(DySample(256, dynamic=True).state_dict()) == {
-        'offset.weight', 'offset.bias', 'scope.weight', 'scope.bias'}
+        'offset.weight', 'offset.bias', 'scope.weight'}
+
+
+def authors_state_dict(C, s, style, groups, dynamic, gen):
+    """A state dict in the layout of the authors' release: its convs' parameters and
+    its ``init_pos`` buffer (1, 2·G·s², 1, 1), ordered (x / y, group, sub-pixel row,
+    sub-pixel column), the sub-pixel offsets from the pixel centre being
+    (k - (s - 1) / 2) / s."""
+    read = C if style == 'lp' else C // (s * s)
+    out = 2 * groups * (s * s if style == 'lp' else 1)
+    sd = {'offset.weight': torch.randn(out, read, 1, 1, generator=gen),
+          'offset.bias': torch.randn(out, generator=gen)}
+    if dynamic:
+        sd['scope.weight'] = torch.randn(out, read, 1, 1, generator=gen)
+    h = [(k - (s - 1) / 2) / s for k in range(s)]
+    pos = [[h[c] if xy == 0 else h[r] for r in range(s) for c in range(s)]
+           for xy in range(2) for _ in range(groups)]
+    sd['init_pos'] = torch.tensor(pos).reshape(1, -1, 1, 1)
+    return sd
+
+
+@pytest.mark.parametrize('style,groups,s', [('lp', 4, 2), ('pl', 4, 2), ('lp', 2, 3)])
+@pytest.mark.parametrize('dynamic', [False, True], ids=['static', 'dynamic'])
+def test_the_authors_state_dicts_load_strictly(style, groups, s, dynamic):
+    C = 16 * s * s
+    sd = authors_state_dict(C, s, style, groups, dynamic, torch.Generator().manual_seed(0))
+    m = DySample(C, s, style, groups, dynamic)
+    m.load_state_dict(sd, strict=True)
+    assert 'init_pos' in sd  # the caller's dict is left as it was
+    for name, p in m.named_parameters():
+        assert torch.equal(p, sd[name])
+    wrong = dict(sd, init_pos=torch.cat(sd['init_pos'].chunk(2, 1)[::-1], 1))  # x, y swapped
+    with pytest.raises(RuntimeError, match='init_pos: not the sub-pixel positions'):
+        DySample(C, s, style, groups, dynamic).load_state_dict(wrong)
+    with pytest.raises(RuntimeError, match='init_pos'):  # another group count
+        DySample(C, s, style, groups * 2, dynamic).load_state_dict(sd, strict=False)
 
 
 def test_factory_registry_and_errors():

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 
 from helpers import needs_mm, needs_mmcv, upsampler_param
 from sapa_mm.layers.carafe import carafe_reassemble
-from sapa_mm.layers.guided import (GUIDED_UPSAMPLERS, INTERPOLATION_MODES, UPSAMPLERS,
-                                   Interpolate, UnguidedUpsampler, build_guided_upsampler,
-                                   is_guided, is_interpolation_cfg)
+from sapa_mm.layers.guided import (INTERPOLATION_MODES, UPSAMPLERS, Interpolate, OneInput,
+                                   build_guided_upsampler, is_interpolation_cfg)
 from sapa_mm.layers.sapa import SAPA
 from sapa_mm.layers.resize import fit_to_size
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# the table's classes (the guided modules); the other entries build interpolations or
+# wrap a one-input layer
+CLASSES = {name: entry for name, entry in UPSAMPLERS.items() if isinstance(entry, type)}
 
 # (x size, guide size): exact ×2 and the odd sizes stride-2 convs give (h = ceil(g/2))
 SIZES = [((6, 8), (12, 16)), ((7, 9), (13, 17)), ((7, 9), (14, 17)), ((1, 1), (1, 2)),
@@ -85,7 +87,6 @@ def test_learned_and_guided_hit_the_guide_size(cfg, xs, gs):
     x.requires_grad_(True)
     guide.requires_grad_(True)
     up = build_guided_upsampler(cfg, 16, 16, 2)
-    assert is_guided(up)
     y = up(x, guide)
     assert y.shape == (2, 16) + gs
     y.square().sum().backward()
@@ -101,7 +102,7 @@ def test_guided_classes_are_built_unwrapped_and_unguided_ones_adapted():
     assert (up.in_channels, up.guide_channels, up.embed_dim) == (32, 24, 16)
     assert sum(p.numel() for p in up.parameters()) == 2 * 32 + 2 * 24 + 33 * 16 + 25 * 16
     up = build_guided_upsampler(dict(type='carafe'), 32)
-    assert isinstance(up, UnguidedUpsampler)
+    assert isinstance(up, OneInput)
     assert up.layer.channels == 32 and up.layer.scale_factor == 2
     up = build_guided_upsampler(dict(type='deconv'), 32)
     conv = up.layer
@@ -111,26 +112,37 @@ def test_guided_classes_are_built_unwrapped_and_unguided_ones_adapted():
     assert up.layer.upsample_conv.out_channels == 32 * 16
 
 
-def test_is_guided_is_the_class_attribute():
+def test_a_class_outside_the_table_is_guided_only_by_its_attribute():
     """One rule: ``guided = True`` on the class; a ``guide`` argument alone is not read."""
 
     class TakesGuide(nn.Module):
 
-        def forward(self, x, guide):
-            return x
+        def __init__(self, in_channels=None, guide_channels=None, scale_factor=2):
+            super().__init__()
 
-    class Declared(nn.Module):
+        def forward(self, x, guide=None):
+            assert guide is None, 'a one-input class is called with x alone'
+            return F.interpolate(x, scale_factor=2)
+
+    class Declared(TakesGuide):
         guided = True
 
-        def forward(self, *args):
-            return args[0]
+        def forward(self, x, guide):
+            return F.interpolate(x, size=guide.shape[2:]) + guide.mean()
 
     class OptOut(Declared):
         guided = False
 
-    assert is_guided(Declared) and is_guided(Declared()) and not is_guided(OptOut)
-    assert not is_guided(TakesGuide)
-    assert not is_guided(nn.ConvTranspose2d) and not is_guided(nn.Upsample)
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2)
+
+    x, guide = _pair((4, 5), (7, 9))
+    assert type(build_guided_upsampler(dict(type=Declared), 8)) is Declared
+    for cls in (TakesGuide, OptOut, nn.Upsample):
+        opts = dict(scale_factor=2) if cls is nn.Upsample else {}
+        up = build_guided_upsampler(dict(type=cls, **opts), 8)
+        assert isinstance(up, OneInput) and type(up.layer) is cls
+        assert up(x, guide).shape == (2, 8, 7, 9)  # 8 x 10 cropped on the grid
 
 
 def test_custom_guided_class_gets_guide_channels():
@@ -267,14 +279,12 @@ def test_imports_and_builds_with_torch_alone():
 @pytest.mark.parametrize('typ', [upsampler_param(t) for t in sorted(UPSAMPLERS)])
 def test_every_table_entry_fits_the_guide_with_its_flag(typ):
     """Each entry builds from its name alone, returns the guide's size on odd sizes,
-    and its ``guided`` flag says whether the factory wrapped it."""
-    adapter = UPSAMPLERS[typ]
+    and only the one-input layers are wrapped."""
     cg = 16 if typ in ('FADE', 'FADELite') else 12  # FADE's gate mixes the guide in: C channels
     up = build_guided_upsampler(dict(type=typ), 16, cg, 2)
-    assert is_guided(up)  # every built module is called as up(x, guide)
-    assert isinstance(up, UnguidedUpsampler) is (not adapter.guided)
-    if typ in GUIDED_UPSAMPLERS:
-        assert type(up) is GUIDED_UPSAMPLERS[typ] and is_guided(GUIDED_UPSAMPLERS[typ])
+    assert isinstance(up, OneInput) is (typ in ('deconv', 'pixel_shuffle', 'carafe', 'DySample'))
+    if typ in CLASSES:
+        assert type(up) is CLASSES[typ]
         assert up.guide_channels == cg
     elif typ in INTERPOLATION_MODES:
         assert isinstance(up, Interpolate) and up.mode == typ
@@ -286,7 +296,7 @@ def test_every_table_entry_fits_the_guide_with_its_flag(typ):
             assert y.shape == (2, 16) + gs
             # the guided modules read the guide's content; the others its size only
             reads_guide = not torch.equal(y, up(x, guide.flip(1)))
-            assert reads_guide is (typ in GUIDED_UPSAMPLERS)
+            assert reads_guide is (typ in CLASSES)
 
 
 def test_unknown_type_names_the_known_types():
@@ -305,7 +315,7 @@ def test_a_class_outside_the_table_follows_its_guided_attribute():
     assert type(up) is SAPA and (up.guide_channels, up.embed_dim) == (12, 8)
     up = build_guided_upsampler(dict(type=nn.ConvTranspose2d, in_channels=16, out_channels=16,
                                      kernel_size=2, stride=2), 16)
-    assert isinstance(up, UnguidedUpsampler) and isinstance(up.layer, nn.ConvTranspose2d)
+    assert isinstance(up, OneInput) and isinstance(up.layer, nn.ConvTranspose2d)
     x, guide = _pair((7, 9), (13, 17), c=16)
     assert up(x, guide).shape == (2, 16, 13, 17)
 

@@ -1,4 +1,6 @@
-"""The SAPA module: variants, parameter counts, guide sizes, export and compile."""
+"""The SAPA module: variants, parameter counts, guide sizes, export and compile; the
+size checks all the upsampling modules share."""
+import re
 import subprocess
 import sys
 
@@ -6,7 +8,6 @@ import pytest
 import torch
 
 from sapa_mm.layers import SAPA
-from sapa_mm.layers.resize import fit_to_size
 from sapa_mm.ops import upsample_reference
 
 
@@ -53,6 +54,14 @@ def test_sapa_b_is_the_bilinear_form_with_layernorm():
     torch.testing.assert_close(m(x, guide), upsample_reference(q, k, x, 3, 2), atol=1e-5, rtol=1e-5)
 
 
+def edge_extended(t, size):
+    """t's first size = (h, w) rows / columns, its last row / column repeated past its
+    bottom / right edge."""
+    rows = torch.arange(size[0]).clamp(max=t.shape[-2] - 1)
+    cols = torch.arange(size[1]).clamp(max=t.shape[-1] - 1)
+    return t[..., rows, :][..., cols]
+
+
 @pytest.mark.parametrize('x_size,guide_size', [((13, 13), (25, 25)), ((16, 16), (33, 33)),
                                                ((13, 7), (26, 13)), ((1, 1), (1, 2)), ((5, 5), (10, 10))])
 def test_output_takes_the_guide_size(x_size, guide_size):
@@ -60,15 +69,16 @@ def test_output_takes_the_guide_size(x_size, guide_size):
     x, guide = torch.randn(1, 4, *x_size), torch.randn(1, 4, *guide_size)
     out = m(x, guide)
     assert out.shape[2:] == guide_size
-    # same as the exact-size computation on x extended (repeating its border) to cover
-    # every window centre, and the guide extended to match, cropped to the guide size
+    # same as the exact-size computation on x extended (repeating its last row / column)
+    # to cover every window centre, and the guide extended to match, cropped to the
+    # guide size
     lo = tuple(max(a, -(-b // 2)) for a, b in zip(x_size, guide_size))
-    exact = m(fit_to_size(x, lo, extend=True),
-              fit_to_size(guide, (2 * lo[0], 2 * lo[1]), extend=True))
+    hi = (2 * lo[0], 2 * lo[1])
+    exact = m(edge_extended(x, lo), edge_extended(guide, hi))
     torch.testing.assert_close(out, exact[..., :guide_size[0], :guide_size[1]])
     if lo == x_size:  # a smaller guide is a plain crop: nothing about x changes
-        hi = fit_to_size(guide, (2 * lo[0], 2 * lo[1]), extend=True)
-        torch.testing.assert_close(out, m(x, hi)[..., :guide_size[0], :guide_size[1]])
+        torch.testing.assert_close(out, m(x, edge_extended(guide, hi))[..., :guide_size[0],
+                                                                        :guide_size[1]])
 
 
 @pytest.mark.parametrize('kwargs,words', [
@@ -83,6 +93,17 @@ def test_bad_construction(kwargs, words):
     with pytest.raises(ValueError) as info:
         SAPA(**kwargs)
     assert all(w in str(info.value) for w in words)
+
+
+@pytest.mark.parametrize('cls,arg', [('SAPA', 'num_points'), ('DySample', 'groups'),
+                                     ('FADE', 'embed_dim'), ('FADELite', 'encoder_kernel'),
+                                     ('IndexNet', 'kernel_size'), ('A2U', 'rank')])
+@pytest.mark.parametrize('bad', [0, -2, True, 2.0, '2'], ids=repr)
+def test_every_module_names_a_bad_size(cls, arg, bad):
+    import sapa_mm.layers as layers
+    with pytest.raises(ValueError, match=rf'^{cls}: {arg} must be a positive integer, got '
+                                         rf'{re.escape(repr(bad))}$'):
+        getattr(layers, cls)(8, **{arg: bad})
 
 
 @pytest.mark.parametrize('x_shape,g_shape,words', [

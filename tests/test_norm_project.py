@@ -144,3 +144,60 @@ def test_state_dict_keys_and_shapes_unchanged():
     m2.load_state_dict(m.state_dict())
     x, guide = torch.randn(1, 16, 4, 4), torch.randn(1, 24, 8, 8)
     torch.testing.assert_close(m(x, guide), m2(x, guide))
+
+
+def _second_order(fn, leaves, seed=2):
+    """First gradients (as a graph) and the gradients of their dot product with a
+    fixed direction: a double backward through ``fn``."""
+    g = torch.Generator().manual_seed(seed)
+    out = fn()
+    grad = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    first = torch.autograd.grad(out, leaves, grad, create_graph=True, allow_unused=True)
+    dirs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in leaves]
+    total = sum((f * d).sum() for f, d in zip(first, dirs) if f is not None)
+    second = torch.autograd.grad(total, leaves, allow_unused=True)
+    return [torch.zeros_like(t) if x is None else x for x, t in zip((*first, *second), 2 * leaves)]
+
+
+@pytest.mark.parametrize('norm', ['LN', 'GN'])
+def test_norm_project_double_backward_equals_the_plain_path_float64(norm):
+    torch.manual_seed(0)
+    n = make_norm(norm, 6).double()
+    convs = [torch.nn.Conv2d(6, 3, 1).double(), torch.nn.Conv2d(6, 1, 1).double()]
+    randomise(n)
+    t = (torch.randn(2, 6, 3, 4, dtype=torch.float64) * 2 + 1).requires_grad_()
+    leaves = [t, n.weight, n.bias] + [p for c in convs for p in c.parameters()]
+    fused = _second_order(lambda: torch.cat(norm_project(n, t, convs), 1), leaves)
+    plain = _second_order(lambda: torch.cat([c(plain_norm(n, t)) for c in convs], 1), leaves)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert fused[len(leaves)].abs().max() > 0  # the input's second derivative is not trivially 0
+
+
+def test_sapa_b_double_backward_equals_the_plain_formulation_float64():
+    torch.manual_seed(0)
+    m = SAPA(8, 12, 2, kernel_size=3, embed_dim=4, variant='B', norm='LN').double()
+    randomise(m)
+    x = (torch.randn(2, 8, 4, 5, dtype=torch.float64) * 2 + 1).requires_grad_()
+    guide = torch.randn(2, 12, 8, 10, dtype=torch.float64).requires_grad_()
+    leaves = [x, guide, *m.parameters()]
+    got = _second_order(lambda: m(x, guide), leaves)
+    want = _second_order(lambda: plain_sapa(m, x, guide), leaves)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_the_fold_runs_on_cpu_only(monkeypatch):
+    """Off the CPU (here the meta device) norm_project is the norm, then the conv."""
+    import sapa_mm.layers.norm as norm_module
+
+    def no_fold(*args):
+        raise AssertionError('the fold ran')
+    monkeypatch.setattr(norm_module._LayerNormProject, 'apply', no_fold)
+    monkeypatch.setattr(norm_module, '_group_norm_project', no_fold)
+    for kind in ('LN', 'GN'):
+        n, conv = make_norm(kind, 8).to('meta'), torch.nn.Conv2d(8, 4, 1).to('meta')
+        (out,) = norm_project(n, torch.empty(2, 8, 5, 5, device='meta'), [conv])
+        assert out.shape == (2, 4, 5, 5) and out.device.type == 'meta'
+        with pytest.raises(AssertionError, match='the fold ran'):
+            norm_project(make_norm(kind, 8), torch.randn(2, 8, 5, 5), [torch.nn.Conv2d(8, 4, 1)])

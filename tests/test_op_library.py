@@ -139,6 +139,49 @@ def test_failing_triton_kernel_warns_once_and_uses_torch(monkeypatch):
     torch.testing.assert_close(out2, ref)
 
 
+def _forget_triton_state(monkeypatch):
+    monkeypatch.setattr(library, '_triton_failed', False)
+    monkeypatch.setattr(library, '_triton_checked', set())
+
+
+def test_bad_input_on_triton_first_call_propagates_and_keeps_triton(monkeypatch):
+    """A kernel that rejects a malformed call (as a checking kernel does) on its first
+    call: 'torch' rejects the same call too, so the error is the input's: it reaches
+    the caller and the process stays on Triton."""
+    def checking_aggregate(w, v, K, s):
+        if w.shape[1] != K * K:
+            raise ValueError(f'weights have {w.shape[1]} taps, expected {K * K}')
+        return dispatch.torch_backend.aggregate(w, v, K, s)
+
+    monkeypatch.setattr(library.triton_backend, 'aggregate', checking_aggregate)
+    _forget_triton_state(monkeypatch)
+    _, _, v = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a fallback would warn
+        with pytest.raises(ValueError, match='8 taps, expected 9'):
+            library.aggregate(torch.rand(1, 8, 6, 8), v, 3, 2, 'triton')
+    assert not library.triton_failed()
+    w = torch.rand(1, 9, 6, 8)  # a good call afterwards is Triton's, and checked
+    torch.testing.assert_close(library.aggregate(w, v, 3, 2, 'triton'),
+                               dispatch.torch_backend.aggregate(w, v, 3, 2))
+    assert not library.triton_failed() and ('aggregate', torch.float32) in library._triton_checked
+
+
+def test_triton_error_on_good_input_is_the_kernels(monkeypatch):
+    """The same kind of error on a call that 'torch' runs is the kernel's failure."""
+    def refusing(w, v, K, s):
+        raise TypeError('simulated: no kernel for this dtype')
+
+    monkeypatch.setattr(library.triton_backend, 'aggregate', refusing)
+    _forget_triton_state(monkeypatch)
+    _, _, v = make()
+    w = torch.rand(1, 9, 6, 8)
+    with pytest.warns(UserWarning, match="simulated.*'torch' backend"):
+        out = library.aggregate(w, v, 3, 2, 'triton')
+    torch.testing.assert_close(out, dispatch.torch_backend.aggregate(w, v, 3, 2))
+    assert library.triton_failed()
+
+
 def _run_python(code, **env):
     return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT, **env), timeout=300)

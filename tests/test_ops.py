@@ -1,5 +1,7 @@
 """The SAPA operator: parity with the unfold reference (docs/design.md, "The window product"), gradients, dtypes, bad input."""
 import itertools
+import sys
+import types
 import warnings
 
 import pytest
@@ -7,6 +9,8 @@ import torch
 
 from sapa_mm.ops import (aggregate_reference, cpu_backend, resolve_backend, sapa_aggregate,
                          sapa_similarity, sapa_upsample, similarity_reference, upsample_reference)
+from sapa_mm.ops import backends, check, torch_backend
+from sapa_mm.ops import sapa as dispatch
 
 CPU_BACKENDS = ['torch', 'cpu']
 
@@ -182,6 +186,42 @@ def test_default_backend_and_env_override(monkeypatch):
     monkeypatch.setenv('SAPA_BACKEND', 'bogus')
     with pytest.raises(ValueError, match='bogus'):
         resolve_backend(None, cpu)
+
+
+def test_a_backend_added_to_the_table_is_resolved_dispatched_and_checked(monkeypatch):
+    """A fourth backend is a module of kernels and its record in the table:
+    resolve_backend, the ops and the self-check find it there."""
+    calls = []
+    module = types.ModuleType('sapa_mm_counting_backend')
+    for name in backends.PRODUCTS:
+        def kernel(*args, _name=name):
+            calls.append(_name)
+            return getattr(torch_backend, _name)(*args)
+        setattr(module, name, kernel)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    record = backends.Backend('counting', module.__name__, device_types=('cpu',),
+                              kernels=frozenset(backends.PRODUCTS), why_unavailable=lambda kernel: None)
+    table = {'counting': record, **backends.table()}  # before 'cpu': preferred for CPU tensors
+    monkeypatch.setattr(backends, 'table', lambda: table)
+    monkeypatch.setattr(dispatch, '_announced', set())
+    monkeypatch.delenv('SAPA_BACKEND', raising=False)
+    cpu = torch.device('cpu')
+    assert resolve_backend(None, cpu) == 'counting'
+    q, k, v = (t.double().requires_grad_() for t in make(1, 3, 2, 3, 4, 3, 2))
+    out = sapa_upsample(q, k, v, 3, 2)
+    assert calls == ['correlate', 'aggregate']  # no fused forward declared: composed
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    assert sorted(calls[2:]) == ['aggregate', 'correlate', 'scatter', 'scatter']
+    ref = upsample_reference(q, k, v, 3, 2)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, torch.autograd.grad(ref.sum(), (q, k, v))):
+        torch.testing.assert_close(a, b)
+    # no SAPA-D kernels declared: SAPA-D takes the next backend for CPU tensors
+    deform_default = 'cpu' if cpu_backend.why_unavailable('deform_forward') is None else 'torch'
+    assert dispatch.resolve_for(None, cpu, 'deform_forward') == deform_default
+    assert ('counting', cpu) in check._backends()
+    with pytest.raises(ValueError, match="backend 'counting' runs on CPU tensors"):
+        resolve_backend('counting', torch.device('meta'))
 
 
 def test_missing_compiler_falls_back_to_torch_with_one_warning(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
 
 from sapa_mm.det import (GuidedMSDeformAttnPixelDecoder, GuidedPixelDecoder,
                          GuidedTransformerEncoderPixelDecoder)
-from sapa_mm.det.pixel_decoder import decoder_input_proj
+from sapa_mm.det.maskformer_head import decoder_input_proj
 
 IN_CHANNELS = [16, 24, 40, 64]
 FEAT = 32
@@ -144,12 +144,44 @@ def test_decoder_input_proj_rule():
     plain = _build(GuidedPixelDecoder, 'PixelDecoder')
     enc = _build(GuidedTransformerEncoderPixelDecoder, 'TransformerEncoderPixelDecoder')
     stock = _build(PixelDecoder, 'PixelDecoder')
-    proj = decoder_input_proj(plain, IN_CHANNELS, 256)
+    proj = decoder_input_proj(plain, 256)
     assert isinstance(proj, torch.nn.Conv2d) and (proj.in_channels, proj.out_channels) == (64, 256)
-    assert decoder_input_proj(plain, IN_CHANNELS, 64) is None
-    assert isinstance(decoder_input_proj(plain, IN_CHANNELS, 64, enforce=True), torch.nn.Conv2d)
-    assert decoder_input_proj(enc, IN_CHANNELS, 256) is None  # memory is already FEAT wide
-    assert decoder_input_proj(stock, IN_CHANNELS, 256) is None  # the stock head does it
+    assert decoder_input_proj(plain, 64) is None
+    assert isinstance(decoder_input_proj(plain, 64, enforce=True), torch.nn.Conv2d)
+    assert decoder_input_proj(enc, 256) is None  # memory is already FEAT wide
+    assert decoder_input_proj(stock, 256) is None  # the stock head does it
+
+
+def test_one_head_implementation_registered_in_each_scope():
+    from mmdet.models.dense_heads import MaskFormerHead as MMDetHead
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmseg.models.decode_heads import MaskFormerHead as MMSegHead
+    from mmseg.registry import MODELS as MMSEG_MODELS
+    import sapa_mm.seg  # noqa: F401
+    from sapa_mm.det.maskformer_head import WithDecoderInputProj
+    det, seg = MMDET_MODELS.get('GuidedMaskFormerHead'), MMSEG_MODELS.get('GuidedMaskFormerHead')
+    assert det.__mro__[1:3] == (WithDecoderInputProj, MMDetHead)
+    assert seg.__mro__[1:3] == (WithDecoderInputProj, MMSegHead)
+    assert '__init__' not in vars(det) and '__init__' not in vars(seg)
+
+
+def test_mask2former_decoder_keeps_its_attributes_while_it_runs():
+    """The guided forward calls the stock modules; it never rebinds the decoder's own
+    attributes, not even for the duration of the call (re-entrant, and nothing to
+    restore if it raises)."""
+    decoder = _build(GuidedMSDeformAttnPixelDecoder, 'MSDeformAttnPixelDecoder').eval()
+
+    def attributes():  # name -> object, submodules included
+        return dict(vars(decoder), **decoder._modules, gen_strides=decoder.point_generator.strides)
+    before, during = attributes(), []
+    decoder.encoder.register_forward_pre_hook(lambda *_: during.append(attributes()),
+                                              with_kwargs=True)
+    with torch.no_grad():
+        decoder(_feats(ODD))
+    assert len(during) == 1
+    for seen in (during[0], attributes()):
+        assert seen.keys() == before.keys()
+        assert [k for k in before if before[k] is not seen[k]] == []
 
 
 def _mmseg_head(head_type, decoder_type, upsample_cfg=None):

@@ -1,4 +1,5 @@
-"""GuidedUPerHead / GuidedSegformerHead: stock parity and the SAPA wiring."""
+"""GuidedUPerHead / GuidedSegformerHead: stock parity and the SAPA wiring; the seg
+metrics' options."""
 import pytest
 import torch
 from mmseg.models.decode_heads import SegformerHead, UPerHead
@@ -180,6 +181,17 @@ def test_uper_head_sapa_on_levels_4x_apart_and_error_on_1x():
     head = GuidedUPerHead(**cfg).eval()
     out = head(_inputs([(32, 48), (8, 12), (4, 6), (2, 3)]))
     assert out.shape == (2, 5, 32, 48) and torch.isfinite(out).all()
-    with pytest.raises(ValueError, match=r'GuidedUPerHead: level 2 -> 1: x \(2, 16, 8, 12\) '
+    with pytest.raises(ValueError, match=r'GuidedUPerHead: step 1: x \(2, 16, 8, 12\) '
                                          r'is not 2x smaller than its guide \(2, 16, 8, 12\)'):
         head(_inputs([(16, 24), (8, 12), (8, 12), (4, 6)]))
+
+
+@pytest.mark.parametrize('metric', ['BoundaryIoUMetric', 'SegLossMetric'])
+def test_metrics_refuse_an_unknown_option(metric):
+    from mmseg.registry import METRICS
+    import sapa_mm.seg  # noqa: F401  (registers the metrics)
+    built = METRICS.build(dict(type=metric, prefix='val', collect_device='cpu'))
+    assert built.prefix == 'val' and built.collect_device == 'cpu'  # mmengine's own options
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ignore_idx'") as info:
+        METRICS.build(dict(type=metric, ignore_idx=0))  # misspelt ignore_index
+    assert metric in str(info.value) and '\n' not in str(info.value)

@@ -252,14 +252,25 @@ def test_float64_accumulates_in_float64():
 
 
 @interpreted
-def test_bad_arguments():
-    v, g = torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 6, 6)
-    with pytest.raises(ValueError):
-        tb.correlate(g, v, 4, 2)
-    with pytest.raises(ValueError):
-        tb.correlate(g, v, 3, 3)
-    with pytest.raises(ValueError):
-        tb.aggregate(torch.zeros(1, 8, 6, 6), v, 3, 2)
+def test_malformed_op_call_fails_and_keeps_triton(monkeypatch):
+    """The kernels trust their (checked) inputs, asserting only the layout they index. A
+    malformed direct call of the op on its first Triton call is an error of the input
+    ('torch' rejects it too): it reaches the caller, no fallback, and Triton stays."""
+    import warnings
+    from sapa_mm.ops import library
+    monkeypatch.setattr(library, '_triton_failed', False)
+    monkeypatch.setattr(library, '_triton_checked', set())
+    v, g = torch.zeros(1, 2, 3, 3), torch.randn(1, 2, 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a fallback would warn
+        for call in (lambda: library.aggregate(torch.zeros(1, 8, 6, 6), v, 3, 2, 'triton'),
+                     lambda: library.correlate(g, v, 3, 3, 'triton'),
+                     lambda: library.scatter(torch.zeros(1, 9, 6, 5), g, 3, 2, 'triton')):
+            with pytest.raises((AssertionError, RuntimeError)):
+                call()
+    assert not library.triton_failed()
+    close(library.correlate(g, v, 3, 2, 'triton'), corr_ref(g, v, 3, 2), 1e-5)
+    assert not library.triton_failed()
 
 
 @parent_only
@@ -353,14 +364,18 @@ def test_deform_through_the_op_with_autograd():
 
 
 @interpreted
-def test_deform_bad_arguments():
+def test_deform_malformed_op_call_fails_and_keeps_triton(monkeypatch):
+    import warnings
+    from sapa_mm.ops import library
+    monkeypatch.setattr(library, '_triton_failed', False)
+    monkeypatch.setattr(library, '_triton_checked', set())
     q, k, v, off = _deform_inputs(1, 2, 2, 4, 3, 3, 2, 2, 1.0)
-    with pytest.raises(ValueError):
-        tb.deform_forward(q, k, v, off[:, :5], 2, 2)
-    with pytest.raises(ValueError):
-        tb.deform_forward(q, k, v[:, :3], off, 2, 2)
-    with pytest.raises(ValueError):
-        tb.deform_forward(q[..., :5], k, v, off, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        for args in ((q, k, v, off[:, :5]), (q, k, v[:, :3], off), (q[..., :5], k, v, off)):
+            with pytest.raises((AssertionError, RuntimeError)):
+                library.deform_upsample(*args, 2, 2, 'triton')
+    assert not library.triton_failed()
 
 
 # ------------------------------------------------------- compiled, on a real GPU

@@ -2,19 +2,23 @@
 # Create or update the project's virtual environment (.venv, ignored by git) with
 # the pinned OpenMMLab stack (torch < 2.14, setuptools<82, mmcv 2.1.0 with its
 # compiled ops, mmengine 0.10.7, mmsegmentation 1.2.2, mmdet 3.3.0, ftfy, regex),
-# the test tools and sapa_mm itself in editable mode.
+# the test tools and sapa_mm itself in editable mode. Python 3.10 or 3.11
+# (SUPPORTED_PYTHON below, setup.cfg's python_requires): checked before anything is
+# created.
 #
 # Idempotent: when the environment is complete and setup.cfg / this script did not
 # change, a run only checks that everything imports (a few seconds). The mmcv wheel
 # built here is kept in a wheel cache keyed by the torch version, Python version,
 # machine and, for a CUDA torch, the CUDA version and GPU architectures
-# (tools/mmcv_env.py), so a fresh clone on the same machine installs in about a
-# minute instead of building mmcv again (about 10 minutes on 2 cores, CPU ops only).
+# (tools/mmcv_env.py), so a fresh clone on the same machine installs it from there
+# instead of building mmcv again (10 to 20 minutes on 2 cores, CPU ops only).
 #
 #   SAPA_VENV=/path         use another location for the environment
 #   PYTHON=python3.X        interpreter to create it from (default: python3)
 #   TORCH_SPEC=...          torch requirement when torch must be installed
-#                           (default: torch==2.13.0)
+#                           (default: torch==2.13.0, from pip's configured index: on
+#                           the public PyPI, Linux x86-64 gets the CUDA build, several
+#                           GB; the script says which build it installed)
 #   SAPA_WHEEL_CACHE=/path  where built mmcv wheels are kept
 #                           (default: ${XDG_CACHE_HOME:-~/.cache}/sapa_mm/wheels)
 #   MAX_JOBS=N              parallel compile jobs for mmcv (default: all cores)
@@ -34,6 +38,8 @@ STAMP="$VENV/.sapa_mm_setup"
 BASE_PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 MMCV_VERSION=2.1.0
+# torch 2.13 has no wheels below 3.10; 3.12+ is untested with mmcv 2.1.0's source build
+SUPPORTED_PYTHON=(3.10 3.11)
 WANT="$(cat "$ROOT/setup.cfg" "$ROOT/tools/setup_env.sh" | sha1sum | cut -c1-16)"
 START=$(date +%s)
 
@@ -69,6 +75,29 @@ pip_quiet() {
 }
 pip_install() { pip_quiet install "$@"; }
 
+# The interpreter: the venv's when it exists, else the one it will be created from.
+python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+supported_python() {
+  local v
+  for v in "${SUPPORTED_PYTHON[@]}"; do [ "$1" = "$v" ] && return 0; done
+  return 1
+}
+NEEDS="Python ${SUPPORTED_PYTHON[0]} or ${SUPPORTED_PYTHON[1]}"
+if [ -x "$PY" ]; then
+  VERSION="$(python_version "$PY")" || VERSION=unknown
+  supported_python "$VERSION" \
+    || fail "$VENV was created with Python $VERSION; sapa_mm needs $NEEDS" \
+            "delete $VENV and rerun with PYTHON=python3.11 bash tools/setup_env.sh"
+else
+  command -v "$BASE_PY" >/dev/null \
+    || fail "no Python interpreter '$BASE_PY'" \
+            "install Python 3.11 (or 3.10) and rerun with PYTHON=python3.11 bash tools/setup_env.sh"
+  VERSION="$(python_version "$BASE_PY")" || VERSION=unknown
+  supported_python "$VERSION" \
+    || fail "$BASE_PY is Python $VERSION; sapa_mm needs $NEEDS" \
+            "install Python 3.11 (or 3.10) and rerun with PYTHON=python3.11 bash tools/setup_env.sh"
+fi
+
 # A base torch < 2.14 is kept by letting the venv see the base site-packages.
 torch_ok='import sys, torch
 v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
@@ -79,20 +108,23 @@ if "$BASE_PY" -c "$torch_ok" 2>/dev/null; then
   say "keeping the base interpreter's torch ($("$BASE_PY" -c 'import torch; print(torch.__version__)'))"
 fi
 if [ ! -x "$PY" ]; then
-  command -v "$BASE_PY" >/dev/null \
-    || fail "no Python interpreter '$BASE_PY'" "install Python 3.8-3.11 or set PYTHON=/path/to/python3"
-  say "creating $VENV"
+  say "creating $VENV with $BASE_PY (Python $VERSION)"
   "$BASE_PY" -m venv "${venv_flags[@]}" "$VENV" \
     || fail "could not create a virtual environment with $BASE_PY" \
             "install the venv module (Debian/Ubuntu: apt-get install python3-venv) or set PYTHON"
 fi
 
 if ! "$PY" -c "$torch_ok" 2>/dev/null; then
-  say "installing $TORCH_SPEC"
+  say "installing $TORCH_SPEC from pip's configured index (on the public PyPI, Linux x86-64" \
+      "gets the CUDA build: several GB; docs/install.md, Which torch)"
   pip_install "$TORCH_SPEC" numpy || fail "pip could not install $TORCH_SPEC" \
     "install torch < 2.14 yourself (pip install 'torch<2.14') and rerun"
 fi
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+TORCH_BUILD="$("$PY" -c 'import torch
+v = torch.version
+print(f"CUDA {v.cuda} build" if v.cuda else f"ROCm {v.hip} build" if getattr(v, "hip", None) else "CPU build")' 2>/dev/null)"
+say "torch $TORCH_VERSION: the $TORCH_BUILD"
 # Nothing below may replace the torch that mmcv is built against.
 CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
@@ -123,7 +155,7 @@ if ! mmcv_ok >/dev/null 2>&1; then
     eval "$BUILD_ENV"
     say "building mmcv $MMCV_VERSION with its compiled ops against torch $TORCH_VERSION" \
         "${TORCH_CUDA_ARCH_LIST:+(CUDA ops for sm $TORCH_CUDA_ARCH_LIST, nvcc from $CUDA_HOME)}"
-    say "(about 10 minutes on 2 cores, once per machine and torch version; cached in $WHEELS)"
+    say "(10 to 20 minutes on 2 cores, once per machine and torch version; cached in $WHEELS)"
     BUILD_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sapa_mm_mmcv.XXXXXX")"
     # --no-build-isolation: the build must see the installed torch, or setup.py
     # silently leaves the ops out. --no-cache-dir: never take a wheel that pip

@@ -7,6 +7,8 @@ a CPU, over several seeds.
     python tools/demo.py --iters 100 --variants bilinear sapa_i sapa sapa_g carafe
     python tools/demo.py --nproc 2                # each training under torchrun, 2 processes
     python tools/demo.py --det                    # also the Mask R-CNN demo (bbox / segm AP)
+    python tools/demo.py --experiments matting    # A2U matting: SAD / MSE / Grad / Conn
+    python tools/demo.py --experiments depth      # the BTS depth demo (nearest vs SAPA-B)
 
 Experiments (configs/demo/; the variants of one experiment differ only in the
 upsample_cfg of the model's head; ``sapa`` is SAPA-B, as in the paper-row configs):
@@ -18,6 +20,11 @@ upsample_cfg of the model's head; ``sapa`` is SAPA-B, as in the paper-row config
 * ``segnet``: the SAPA authors' toy protocol: a SegNet-shaped encoder-decoder whose
   decoder steps are the upsampler under test (NN, bilinear, SAPA-B guided by the
   encoder feature), constant learning rate, validation loss every epoch.
+* ``depth`` (``--experiments depth``): a CPU-sized BTS (sapa_mm.depth) on ray-cast
+  RGB-D rooms with exact depth (sapa_mm/demo/depth_data.py), nearest (BTS's own) vs
+  SAPA-B in its four guided x2 steps; mmseg's nine depth metrics and the iBims-1
+  depth-boundary errors, and one real picture, Middlebury's motorcycle, evaluated
+  but never trained on (docs/depth_demo.md).
 
 Steps (everything under --work-dir, default work_dirs/demo):
 
@@ -45,7 +52,7 @@ import os
 import os.path as osp
 import time
 
-from . import data, figures, measure, report
+from . import data, depth_data, depth_figures, figures, matting_data, measure, report
 from .runs import (ToolError, evaluate, fmt_s, quiet_warnings, read_scalars, say, time_per_iter,
                    tool_env, train)
 from .spec import (DET_VARIANTS, EXPERIMENTS, ROOT, VARIANTS, det_config, det_options,
@@ -80,6 +87,11 @@ def _one_run(args, data_root, experiment, variant, seed, iters, opts, env, evalu
                val_loss=metrics.get('val_ce', float('nan')),
                aAcc=metrics.get('aAcc', float('nan')),
                train_seconds=secs, s_per_iter=time_per_iter(train_rows))
+    task_metrics = EXPERIMENTS[experiment].get('metrics')
+    if task_metrics:  # a task of its own (matting): its metrics as its evaluator names them
+        run.update({k: metrics.get(k, float('nan')) for k in task_metrics})
+        say(f'{name}: ' + '  '.join(f'{k} {run[k]:.4g}' for k in task_metrics))
+        return run
     say(f'{name}: mIoU {run["mIoU"]:.2f}  boundary IoU {run["mBIoU"]:.2f}  val loss '
         f'{run["val_loss"]:.4f}')
     return run
@@ -118,10 +130,20 @@ def run_experiment(args, data_root, experiment):
     variants = args.variants if experiment == 'segformer' else args.segnet_variants
     iters = args.iters if experiment == 'segformer' else args.segnet_iters
     val_interval = args.val_interval if experiment == 'segformer' else args.segnet_val_interval
+    if experiment == 'matting':
+        variants, iters = args.matting_variants, args.matting_iters
+        val_interval = args.matting_val_interval
+    if experiment == 'depth':
+        variants, iters = args.depth_variants, args.depth_iters
+        val_interval = args.depth_val_interval or iters  # the CPU budget: one validation
     runs, threads = train_and_evaluate(args, data_root, experiment, variants, iters, val_interval)
     say(f'{experiment}: counting parameters and FLOPs')
     cost = {v: measure.complexity(seg_config(experiment, v)) for v in variants}
     size = cost[variants[0]]['input_shape'][0]
+    if spec.get('task') == 'depth':
+        return _depth_outputs(args, data_root, runs, cost, iters, threads)
+    if spec.get('metrics'):  # a task with metrics of its own (matting)
+        return _task_outputs(args, data_root, experiment, runs, cost, size, iters, threads)
     say(f'{experiment}: timing a training step of each variant (interleaved, median of 8, '
         f'{threads} thread(s) as the runs)')
     batch = spec['batch']
@@ -144,6 +166,62 @@ def run_experiment(args, data_root, experiment):
                        **{k: report.mean_std(x) for k, x in report.seed_stats(
                            list(runs[v].values()), None if v == 'bilinear' else reference).items()})
                for v in variants}
+    return summary, lines
+
+
+def _task_outputs(args, data_root, experiment, runs, cost, size, iters, threads):
+    """Report, figures and summary of an experiment scored by metrics of its own
+    (``EXPERIMENTS[...]['metrics']``, lower is better: matting), with the per-seed
+    difference to bilinear. Its step time is the training logs' (no separate timing)."""
+    spec = EXPERIMENTS[experiment]
+    keys = spec['metrics']
+    title = (f'{spec["title"]}, {iters} iterations, seeds {", ".join(map(str, args.seeds))}, '
+             f'{report.machine()}, {threads} thread(s) a run')
+    lines = report.task_report(experiment, title, runs, cost, size, keys)
+    if not args.no_figures:
+        curves = osp.join(args.work_dir, f'curves_{experiment}.png')
+        figures.plot_task_curves(runs, curves, title, keys)
+        comp = osp.join(args.work_dir, f'comparison_{experiment}.png')
+        first = {v: r[args.seeds[0]] for v, r in runs.items()}
+        figures.plot_matting_comparison(first, osp.join(data_root, 'matting'), comp,
+                                        f'{spec["title"]}, seed {args.seeds[0]}')
+        say(f'{experiment}: figures {curves}, {comp}')
+    reference = runs.get('bilinear')
+    summary = {v: dict(cost[v], label=VARIANTS[v], runs=by_seed,
+                       **{k: report.mean_std(x) for k, x in report.task_stats(
+                           list(by_seed.values()), None if v == 'bilinear' else reference,
+                           keys).items()})
+               for v, by_seed in runs.items()}
+    return summary, lines
+
+
+def _depth_outputs(args, data_root, runs, cost, iters, threads):
+    """Report, figure and summary of the depth experiment: the nine metrics and the
+    boundary errors with the per-seed difference to nearest (BTS's own), and every
+    run's checkpoint on the real motorcycle picture. Step times: the training logs'."""
+    spec = EXPERIMENTS['depth']
+    say('depth: every checkpoint on the Middlebury motorcycle (evaluation only)')
+    moto = {v: {seed: depth_figures.motorcycle_metrics(r['config'], r['checkpoint'])
+                for seed, r in by_seed.items()} for v, by_seed in runs.items()}
+    title = (f'{spec["title"]}, {iters} iterations, seeds {", ".join(map(str, args.seeds))}, '
+             f'{report.machine()}, {threads} thread(s) a run')
+    lines = report.depth_report(title, runs, cost, spec['reference'], moto)
+    if not args.no_figures:
+        comp = osp.join(args.work_dir, 'comparison_depth.png')
+        first = {v: r[args.seeds[0]] for v, r in runs.items()}
+        depth_figures.plot_depth_comparison(first, osp.join(data_root, 'depth'), comp,
+                                            f'{spec["title"]}, seed {args.seeds[0]}')
+        say(f'depth: figure {comp}')
+    reference = runs.get(spec['reference'])
+    summary = {}
+    for v, by_seed in runs.items():
+        rs = list(by_seed.values())
+        pairs = [(r, reference[r['seed']]) for r in rs
+                 if reference and v != spec['reference'] and r['seed'] in reference]
+        summary[v] = dict(cost[v], label=VARIANTS[v], runs=by_seed, motorcycle=moto[v],
+                          **{k: report.mean_std([r[k] for r in rs]) for k in spec['metrics']},
+                          **{f'd_{k}': report.mean_std([a[k] - b[k] for a, b in pairs])
+                             for k in spec['metrics']})
     return summary, lines
 
 
@@ -179,8 +257,11 @@ def parse_args(argv=None):
                    help='demo data root (built there if missing)')
     p.add_argument('--experiments', nargs='+', default=['segformer'],
                    choices=list(EXPERIMENTS))
-    p.add_argument('--variants', nargs='+', default=list(EXPERIMENTS['segformer']['default']),
-                   choices=EXPERIMENTS['segformer']['choices'], help='SegFormer variants')
+    p.add_argument('--variants', nargs='+', default=None,
+                   choices=[v for v in VARIANTS if v in EXPERIMENTS['segformer']['choices'] +
+                            EXPERIMENTS['matting']['choices']],
+                   help='SegFormer variants, and matting ones unless --matting-variants '
+                   '(default: bilinear sapa)')
     p.add_argument('--iters', type=int, default=400,
                    help='SegFormer training iterations per variant')
     p.add_argument('--val-interval', type=int, default=None,
@@ -210,7 +291,33 @@ def parse_args(argv=None):
     p.add_argument('--det-only', action='store_true', help='only the Mask R-CNN demo')
     p.add_argument('--det-iters', type=int, default=300)
     p.add_argument('--det-variants', nargs='+', default=['sapa'], choices=list(DET_VARIANTS))
+    p.add_argument('--matting-variants', nargs='+', default=None,
+                   choices=EXPERIMENTS['matting']['choices'],
+                   help='matting variants (default: --variants, else bilinear sapa)')
+    p.add_argument('--matting-iters', type=int, default=EXPERIMENTS['matting']['iters'],
+                   help='matting training iterations per variant')
+    p.add_argument('--matting-val-interval', type=int, default=None,
+                   help='matting: validate every N iterations (default: iters/4)')
+    p.add_argument('--depth-variants', nargs='+', default=None,
+                   choices=EXPERIMENTS['depth']['choices'],
+                   help='depth variants (default: --variants, else nearest sapa)')
+    p.add_argument('--depth-iters', type=int, default=EXPERIMENTS['depth']['iters'],
+                   help='depth training iterations per variant')
+    p.add_argument('--depth-val-interval', type=int, default=None,
+                   help='depth: validate every N iterations (default: once, at the end)')
+    p.add_argument('--depth-rooms', type=int, nargs=2, default=[400, 100],
+                   metavar=('TRAIN', 'TEST'), help='depth: rendered training and test rooms')
     args = p.parse_args(argv)
+    given = args.variants
+    args.variants = given or list(EXPERIMENTS['segformer']['default'])
+    args.matting_variants = args.matting_variants or given or list(EXPERIMENTS['matting']['default'])
+    args.depth_variants = args.depth_variants or given or list(EXPERIMENTS['depth']['default'])
+    for name, chosen in (('segformer', args.variants), ('matting', args.matting_variants),
+                         ('depth', args.depth_variants)):
+        wrong = [v for v in chosen if v not in EXPERIMENTS[name]['choices']]
+        if name in args.experiments and wrong:
+            p.error(f'the {name} demo has no variant {", ".join(wrong)} (choose from '
+                    f'{", ".join(EXPERIMENTS[name]["choices"])})')
     if args.jobs is None:
         args.jobs = 1 if args.nproc > 1 else min(2, os.cpu_count() or 1)
     if args.jobs < 1:
@@ -230,8 +337,16 @@ def run(argv=None):
     data_root = osp.abspath(args.data)
     os.makedirs(args.work_dir, exist_ok=True)
     say(f'data: {data_root} (tools/make_demo_data.py, seed {args.data_seed})')
-    data.ensure(data_root, seed=args.data_seed,
-                only=('det', ) if args.det_only else ('seg', 'det'))
+    experiments = [] if args.det_only else args.experiments
+    needs_seg = bool({'segformer', 'segnet'} & set(experiments))
+    kinds = ('seg', 'det') if needs_seg else ('det', ) if args.det or args.det_only else ()
+    if kinds:
+        data.ensure(data_root, seed=args.data_seed, only=kinds)
+    if 'matting' in experiments:
+        matting_data.ensure(osp.join(data_root, 'matting'), seed=args.data_seed)
+    if 'depth' in experiments:
+        depth_data.ensure(osp.join(data_root, 'depth'), seed=args.data_seed,
+                          n_train=args.depth_rooms[0], n_test=args.depth_rooms[1])
     summary = dict(seeds=args.seeds, nproc=args.nproc, jobs=args.jobs, data=data_root,
                    machine=report.machine())
     lines = []
@@ -239,7 +354,7 @@ def run(argv=None):
         runs, text = run_experiment(args, data_root, experiment)
         summary[experiment] = runs
         lines += text
-    if lines:
+    if needs_seg:
         lines += report.SEG_NOTES
     if args.det or args.det_only:
         det = run_detection(args, data_root)

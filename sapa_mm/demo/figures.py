@@ -157,3 +157,121 @@ def plot_comparison(runs, seg_dir, path, heading, feature, n_images=3):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return names
+
+
+# --------------------------------------------------------------------------
+# tasks with metrics of their own (matting)
+# --------------------------------------------------------------------------
+def plot_task_curves(runs, path, title, keys):
+    """Training loss and each validation metric in ``keys`` over the iterations;
+    ``runs`` is {variant: {seed: run}}: one colour per variant, one line per seed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 1 + len(keys), figsize=(3.3 * (1 + len(keys)), 3.3))
+    for k, (name, by_seed) in enumerate(runs.items()):
+        for i, run in enumerate(by_seed.values()):
+            train, val = read_scalars(run['work_dir'])
+            label = VARIANTS[name] if i == 0 else None
+            axes[0].plot([r['step'] for r in train], [r['loss'] for r in train], alpha=0.4,
+                         color=f'C{k}', linewidth=0.8, label=label)
+            for ax, key in zip(axes[1:], keys):
+                ax.plot([r['step'] for r in val], [r.get(key, float('nan')) for r in val],
+                        marker='o', markersize=3, color=f'C{k}', label=label)
+    axes[0].set(title='training loss, every seed', xlabel='iteration', yscale='log')
+    for ax, key in zip(axes[1:], keys):
+        ax.set(title=f'validation {key} (lower is better)', xlabel='iteration')
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _strands(alpha8, unknown):
+    """Unknown pixels of thin structure: alpha > 0 where no 3x3 square of alpha > 0 fits."""
+    import cv2
+    import numpy as np
+    support = (alpha8 > 0).astype(np.uint8)
+    opened = cv2.morphologyEx(support, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return (support > 0) & (opened == 0) & unknown
+
+
+def predict_alpha(model, merged, trimap):
+    """The scored alpha (H, W) in [0, 1] of one RGB uint8 composite and its trimap."""
+    import numpy as np
+    import torch
+    x = torch.from_numpy(np.concatenate([merged, trimap[..., None]], 2)).permute(2, 0, 1)
+    with torch.no_grad():
+        alpha = model(model.data_preprocessor.normalize(x.float()[None]), mode='tensor')
+    return alpha[0, 0].numpy()
+
+
+def plot_matting_comparison(runs, matting_dir, path, heading, n_images=2, close_up=32):
+    """Composite, trimap, ground truth, every variant's alpha and |error| for the test
+    composites with the most strands in the unknown region, then a close-up of the
+    densest strands of the first; ``runs`` is {variant: run} (one seed)."""
+    import json
+
+    import cv2
+    import matplotlib
+    import numpy as np
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from sapa_mm.matting import matting_errors
+    with open(osp.join(matting_dir, 'test_list.json')) as f:
+        entries = json.load(f)
+
+    def load(entry, key, colour):
+        img = cv2.imread(osp.join(matting_dir, entry[f'{key}_path']),
+                         cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+        return img[..., ::-1].copy() if colour else img
+
+    def strands(e):
+        return _strands(load(e, 'alpha', False), load(e, 'trimap', False) == 128)
+    picked = sorted(entries, key=lambda e: -int(strands(e).sum()))[:n_images]
+    models = {v: load_seg_model(r['config'], r['checkpoint']) for v, r in runs.items()}
+    rows = []
+    for e in picked:
+        merged, trimap, gt = load(e, 'merged', True), load(e, 'trimap', False), load(e, 'alpha', False)
+        preds = {v: predict_alpha(m, merged, trimap) for v, m in models.items()}
+        sad = {v: matting_errors(p, gt / 255.0, trimap)['SAD'] for v, p in preds.items()}
+        rows.append((merged, trimap, gt / 255.0, preds, sad))
+    # the close-up: the window of the first composite with the most strand pixels
+    density = cv2.boxFilter(strands(picked[0]).astype(np.float32), -1, (close_up, close_up),
+                            normalize=False, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    h, w = density.shape
+    density = density[:h - close_up + 1, :w - close_up + 1]
+    y, x = np.unravel_index(int(np.argmax(density)), density.shape)
+    window = (slice(y, y + close_up), slice(x, x + close_up))
+    merged, trimap, gt, preds, _ = rows[0]
+    rows.append((merged[window], trimap[window], gt[window],
+                 {v: p[window] for v, p in preds.items()}, None))
+
+    cols = 3 + 2 * len(models)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.75 * cols, 1.9 * len(rows)), squeeze=False)
+    for r, (merged, trimap, gt, preds, sad) in enumerate(rows):
+        where = 'close-up' if sad is None else f'test {r}'
+        panels = [(merged, f'composite ({where})', None), (trimap, 'trimap', 'gray'),
+                  (gt, 'ground truth', 'gray')]
+        panels += [(p, VARIANTS[v] + ('' if sad is None else f' (SAD {sad[v]:.3f})'), 'gray')
+                   for v, p in preds.items()]
+        panels += [(np.abs(p - gt), f'|error| {VARIANTS[v]}', 'magma') for v, p in preds.items()]
+        for c, (im, title, cmap) in enumerate(panels):
+            ax = axes[r, c]
+            kw = {} if cmap is None else dict(cmap=cmap, vmin=0, vmax=255 if im is trimap else 1)
+            ax.imshow(im, interpolation='nearest', **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=7)
+        if sad is None:  # mark the window on the first composite
+            axes[0, 0].add_patch(matplotlib.patches.Rectangle(
+                (x - 0.5, y - 0.5), close_up, close_up, fill=False, color='cyan', linewidth=1))
+    fig.suptitle(f'{heading}: alpha and |error| on test composites (error scale 0-1), '
+                 f'{close_up}x{close_up} close-up of strands', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return [e['merged_path'] for e in picked]

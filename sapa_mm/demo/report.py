@@ -73,6 +73,51 @@ def seg_report(experiment, title, runs, cost, size, batch):
             table(rows, seg_columns(size, batch)), '']
 
 
+def task_stats(runs, reference, keys):
+    """Lists over seeds of each metric in ``keys`` and, given the bilinear runs
+    ``reference`` ({seed: run}), of the per-seed differences ``d<key>``."""
+    stats = {k: [r[k] for r in runs] for k in keys}
+    pairs = [(r, reference[r['seed']]) for r in runs if reference and r['seed'] in reference]
+    stats.update({f'd{k}': [a[k] - b[k] for a, b in pairs] for k in keys})
+    return stats
+
+
+# digits of a metric in the tables (MSE is raw, of order 1e-2)
+_DIGITS = dict(MSE=4)
+
+
+def task_report(experiment, title, runs, cost, size, keys):
+    """The lines of the section of an experiment scored by ``keys`` (matting:
+    SAD, MSE, Grad, Conn; lower is better): mean ± std, the paired difference to
+    bilinear, every seed's first metric, params, MACs and the logged step time."""
+    reference = runs.get('bilinear')
+    rows = []
+    for v, by_seed in runs.items():
+        stats = task_stats(list(by_seed.values()), None if v == 'bilinear' else reference, keys)
+        times = sorted(r['s_per_iter'] for r in by_seed.values())
+        row = dict(cost[v], label=VARIANTS[v], s_per_iter=times[len(times) // 2],
+                   per_seed=' / '.join(f'{r[keys[0]]:.2f}' for r in by_seed.values()))
+        for k in keys:
+            row[k] = pm(stats[k], _DIGITS.get(k, 2))
+            row[f'd{k}'] = pm(stats[f'd{k}'], _DIGITS.get(k, 2))
+        rows.append(row)
+    columns = ([('upsampler', lambda r: r['label'])] +
+               [(k, lambda r, k=k: r[k]) for k in keys] +
+               [(f'Δ {k} vs bilinear', lambda r, k=k: r[f'd{k}']) for k in keys] +
+               [(f'per seed ({keys[0]})', lambda r: r['per_seed']),
+                ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
+                (f'GFLOPs (MAC, {size}x{size})', lambda r: f"{r['macs'] / 1e9:.3f}"),
+                ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}")])
+    notes = (f'{", ".join(keys)}: the validation after the last iteration on the test '
+             'composites (for the first seed tools/test.py on the last checkpoint), on the '
+             "trimap's unknown region, lower is better; SAD, Grad, Conn ÷ 1000, MSE raw; "
+             'mean ± sample std over the seeds; Δ: the per-seed difference to bilinear (same '
+             'seed: the same initialisation and data order). params: trainable; GFLOPs: '
+             "multiply-accumulates of one image; s/iter: median of the training logs' "
+             'iteration times (two runs share the machine).')
+    return [f'{experiment}: {title}', '', table(rows, columns), '', notes, '']
+
+
 def det_report(results, iters):
     return [f'Detection: demo Mask R-CNN ({iters} iterations), COCO AP on '
             'the demo validation set', '', table(list(results.values()), det_columns()), '']
@@ -164,3 +209,65 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or 'unknown CPU'
+
+
+# --------------------------------------------------------------------------
+# depth (the BTS demo)
+# --------------------------------------------------------------------------
+DEPTH_METRICS = (('d1', 'δ<1.25'), ('d2', 'δ<1.25²'), ('d3', 'δ<1.25³'), ('abs_rel', 'AbsRel'),
+                 ('sq_rel', 'SqRel'), ('rmse', 'RMS'), ('rmse_log', 'RMSlog'),
+                 ('log10', 'log10'), ('silog', 'SILog'))
+DEPTH_BOUNDARY = (('dbe_acc', 'DBE acc (px)'), ('dbe_comp', 'DBE comp (px)'))
+DEPTH_NOTES = [
+    'Depth metrics: mmseg\'s DepthMetric (per image, then averaged; depth in [1e-3, 10] m, '
+    'whole image). δ: higher is better; AbsRel ... SILog and the depth-boundary errors '
+    '(DBE, iBims-1: accuracy and completeness in pixels, sapa_mm/depth/metrics.py): lower '
+    'is better. Validation after the last iteration (the first seed: tools/test.py on the '
+    'last checkpoint), mean ± sample std over the seeds; Δ: the per-seed difference to the '
+    'reference (same seed: the same initial weights and data order).', '']
+
+
+def _metric_columns(pairs, digits=3):
+    return [('upsampler', lambda r: r['label'])] + [
+        (name, lambda r, k=k: pm(r[k], digits)) for k, name in pairs]
+
+
+def depth_report(title, runs, cost, reference='nearest', motorcycle=None):
+    """The lines of the depth section of results.md: ``runs`` is {variant: {seed: run}}
+    (the run dicts carry the metrics of ``DEPTH_METRICS`` and ``DEPTH_BOUNDARY``),
+    ``cost`` {variant: params, macs, input_shape}, ``motorcycle`` {variant: {seed:
+    metrics}} of the real picture."""
+    keys = DEPTH_METRICS + DEPTH_BOUNDARY
+    ref = runs.get(reference)
+    rows, deltas, seeds = [], [], []
+    for v, by_seed in runs.items():
+        rs = list(by_seed.values())
+        rows.append(dict(label=VARIANTS[v], **{k: [r[k] for r in rs] for k, _ in keys}))
+        if ref is not None and v != reference:
+            pairs = [(r, ref[r['seed']]) for r in rs if r['seed'] in ref]
+            deltas.append(dict(label=f'{VARIANTS[v]} − {VARIANTS[reference]}',
+                               **{k: [a[k] - b[k] for a, b in pairs] for k, _ in keys}))
+        times = sorted(r['s_per_iter'] for r in rs)
+        seeds.append(dict(cost[v], label=VARIANTS[v], s_per_iter=times[len(times) // 2],
+                          per_seed=' / '.join(f"{r['abs_rel']:.3f}, {r['d1']:.3f}, "
+                                              f"{r['dbe_acc']:.2f}, {r['dbe_comp']:.2f}"
+                                              for r in rs)))
+    h, w = next(iter(cost.values()))['input_shape']
+    lines = [f'depth: {title}, demo test set', '', table(rows, _metric_columns(keys)), '']
+    if deltas:
+        lines += [f'Paired difference to {VARIANTS[reference]}, per seed (δ > 0, others < 0: '
+                  'better than the reference):', '', table(deltas, _metric_columns(keys)), '']
+    lines += ['Every seed (AbsRel, δ<1.25, DBE acc, DBE comp) and the cost:', '', table(seeds, [
+        ('upsampler', lambda r: r['label']), ('per seed', lambda r: r['per_seed']),
+        ('params', lambda r: f"{r['params'] / 1e3:.1f} K"),
+        (f'GFLOPs (MAC, {h}x{w})', lambda r: f"{r['macs'] / 1e9:.4f}"),
+        ('s/iter (train log)', lambda r: f"{r['s_per_iter']:.3f}")]), '']
+    if motorcycle:
+        moto = [dict(label=VARIANTS[v], **{k: [m[k] for m in by_seed.values()]
+                                           for k, _ in DEPTH_METRICS})
+                for v, by_seed in motorcycle.items()]
+        lines += ['One real picture, never trained on: the Middlebury 2014 motorcycle '
+                  '(scikit-image), depth from its disparity and calibration, resized to the '
+                  "demo camera's focal length; every seed's checkpoint, mean ± sample std:",
+                  '', table(moto, _metric_columns(DEPTH_METRICS)), '']
+    return lines + DEPTH_NOTES

@@ -23,7 +23,8 @@ import time
 from .spec import ROOT
 
 # metrics a validation row is shown with while a training runs
-_SHOWN_METRICS = ('mIoU', 'mBIoU', 'coco/bbox_mAP', 'coco/segm_mAP')
+_SHOWN_METRICS = ('mIoU', 'mBIoU', 'coco/bbox_mAP', 'coco/segm_mAP', 'SAD', 'Grad', 'Conn',
+                  'abs_rel', 'd1', 'dbe_acc')
 
 
 class ToolError(RuntimeError):
@@ -64,6 +65,8 @@ def tool_env(data_root, threads=None):
     env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
     env['SAPA_DEMO_SEG'] = osp.join(data_root, 'seg')
     env['SAPA_DEMO_COCO'] = osp.join(data_root, 'coco')
+    env['SAPA_DEMO_MATTING'] = osp.join(data_root, 'matting')
+    env['SAPA_DEMO_DEPTH'] = osp.join(data_root, 'depth')
     env.setdefault('PYTHONUNBUFFERED', '1')
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     env['PYTHONWARNINGS'] = ','.join(filter(None, [env.get('PYTHONWARNINGS'),
@@ -143,7 +146,7 @@ def read_scalars(work_dir):
     for r in rows:
         if 'loss' in r:
             train[r['step']] = r
-        elif 'mIoU' in r or 'coco/bbox_mAP' in r:
+        elif 'mIoU' in r or 'coco/bbox_mAP' in r or 'SAD' in r or 'd1' in r:  # matting, depth
             val[r['step']] = r
     return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
 
@@ -204,7 +207,8 @@ class _Progress:
             shown = [(k, row[k]) for k in _SHOWN_METRICS if k in row]
             if shown:
                 say(f'{self.name}: validation at iter {step}: ' +
-                    '  '.join(f'{k} {v:.4g}' if k.startswith('coco/') else f'{k} {v:.2f}'
+                    '  '.join(f'{k} {v:.4g}' if k.startswith('coco/') or k in ('abs_rel', 'd1')
+                              else f'{k} {v:.2f}'
                               for k, v in shown))
 
 

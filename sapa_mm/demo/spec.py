@@ -43,6 +43,25 @@ EXPERIMENTS = {
         choices=('nearest', 'bilinear', 'sapa', 'sapa_d', 'fade', 'dysample'),
         default=('nearest', 'bilinear', 'sapa'),
         batch=8, feature='last decoder step'),
+    # A2U-style matting (sapa_mm.matting) at a small width on the embedded composites
+    # (sapa_mm/demo/matting_data.py); scored by SAD / MSE / Grad / Conn, lower is better
+    'matting': dict(
+        prefix='a2u_demo', title='demo A2U matting (max-pool ResNet 16-64 ch, 4 guided steps)',
+        choices=('bilinear', 'nearest', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade',
+                 'dysample'),
+        default=('bilinear', 'sapa'), batch=8, feature='last decoder step',
+        task='matting', metrics=('SAD', 'MSE', 'Grad', 'Conn'), iters=300),
+    # BTS (sapa_mm.depth.BTSHead, ResNet-18 layout at 16-128 ch) on the embedded RGB-D
+    # rooms (sapa_mm/demo/depth_data.py); mmseg's nine depth metrics and iBims-1's
+    # depth-boundary errors (pixels); the reference variant is BTS's own, nearest
+    'depth': dict(
+        prefix='bts_demo', title='demo BTS (ResNet-18 layout 16-128 ch, BTSHead width 64)',
+        choices=('nearest', 'bilinear', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade',
+                 'dysample'),
+        default=('nearest', 'sapa'), batch=4, feature='upconv2 input (1/2 scale)',
+        task='depth', reference='nearest', iters=160,
+        metrics=('d1', 'd2', 'd3', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'log10', 'silog',
+                 'dbe_acc', 'dbe_comp')),
 }
 DET_VARIANTS = ('sapa', 'nearest')
 
@@ -75,6 +94,11 @@ def seg_options(iters, val_interval=None, seed=0, world_size=1, deterministic=Fa
         warmup = max(min(30, iters // 5), 1)
         sched = [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
                  f'param_scheduler.1.end={iters}']
+    elif experiment == 'matting':  # x0.1 at 2/3 and 13/15 (the recipe's epochs 20, 26 of 30)
+        sched = [f'param_scheduler.0.end={iters}', 'param_scheduler.0.milestones='
+                 f'[{round(iters * 2 / 3)},{round(iters * 13 / 15)}]']
+    elif experiment == 'depth':  # poly 0.9 reaching 0.1x at the last iteration (the config)
+        sched = [f'param_scheduler.0.end={round(iters / (1 - 0.1 ** (1 / 0.9)))}']
     else:  # constant learning rate
         sched = [f'param_scheduler.0.end={iters}']
     opts = [

@@ -1,13 +1,12 @@
 """FPN with a configurable top-down upsampler."""
 from typing import List, Tuple, Union
 
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from ..layers.guided import build_guided_upsampler, init_upsampler
+from ..layers.steps import UpsamplerSteps
 
 
 @MODELS.register_module()
@@ -48,17 +47,11 @@ class GuidedFPN(FPN):
                          norm_cfg=norm_cfg, act_cfg=act_cfg, upsample_cfg=upsample_cfg,
                          init_cfg=init_cfg)
         steps = self.backbone_end_level - self.start_level - 1
-        self.upsamplers = nn.ModuleList(
-            build_guided_upsampler(self.upsample_cfg, out_channels, out_channels, scale_factor=2)
-            for _ in range(steps))
-
-    def init_weights(self):
         # init_cfg (Xavier on every Conv2d) reaches the upsamplers too and stays on
         # SAPA's projections, as in the official detection code; CARAFE and other
-        # mmcv upsamplers then re-run their own init_weights, as FPN_CARAFE does.
-        super().init_weights()
-        for up in self.upsamplers:
-            init_upsampler(up)
+        # mmcv upsamplers then re-run their own init_weights (UpsamplerSteps, a
+        # direct child), as FPN_CARAFE does.
+        self.upsamplers = UpsamplerSteps(self.upsample_cfg, [out_channels] * steps, owner='GuidedFPN')
 
     def forward(self, inputs: Tuple[Tensor]) -> tuple:
         assert len(inputs) == len(self.in_channels)
@@ -69,8 +62,8 @@ class GuidedFPN(FPN):
 
         used_backbone_levels = len(laterals)
         for i in range(used_backbone_levels - 1, 0, -1):  # top-down
-            laterals[i - 1] = laterals[i - 1] + self.upsamplers[i - 1](laterals[i],
-                                                                       laterals[i - 1])
+            laterals[i - 1] = laterals[i - 1] + self.upsamplers.step(i - 1, laterals[i],
+                                                                     laterals[i - 1])
 
         outs = [self.fpn_convs[i](laterals[i]) for i in range(used_backbone_levels)]
         if self.num_outs > len(outs):  # extra levels, exactly as FPN

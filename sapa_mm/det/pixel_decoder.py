@@ -7,23 +7,20 @@ Every top-down step computes ``lateral + up(y, guide=lateral)``: the guide is th
 With the stock setting (the default) the classes are bit-identical to the stock ones
 and load their state dicts.
 """
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import Conv2d
-from mmdet.models.dense_heads import MaskFormerHead
 from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
                                  TransformerEncoderPixelDecoder)
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 from torch import Tensor
 
-from ..layers.guided import build_guided_upsampler, init_upsampler
+from ..layers.steps import UpsamplerSteps
 
 __all__ = ['GuidedPixelDecoder', 'GuidedTransformerEncoderPixelDecoder',
-           'GuidedMSDeformAttnPixelDecoder', 'GuidedMaskFormerHead', 'decoder_input_proj']
+           'GuidedMSDeformAttnPixelDecoder']
 
 
 class _GuidedTopDown:
@@ -32,21 +29,24 @@ class _GuidedTopDown:
 
     def _build_upsamplers(self, upsample_cfg, feat_channels: int, num_steps: int) -> None:
         self.upsample_cfg = upsample_cfg
-        self.upsamplers = nn.ModuleList(
-            build_guided_upsampler(upsample_cfg, feat_channels, feat_channels, scale_factor=2,
-                                   align_corners=False) for _ in range(num_steps))
+        self.upsamplers = _steps(upsample_cfg, feat_channels, num_steps, type(self).__name__)
 
     def init_weights(self) -> None:
         super().init_weights()
-        for up in self.upsamplers:
-            init_upsampler(up)
+        self.upsamplers.init_weights()
 
     def _top_down(self, y: Tensor, feats: List[Tensor]) -> Tensor:
         # levels num_inputs-2 .. 0, as the stock loop; upsamplers[i] lands on level i
         for i in range(self.num_inputs - 2, -1, -1):
             cur_feat = self.lateral_convs[i](feats[i])
-            y = self.output_convs[i](cur_feat + self.upsamplers[i](y, cur_feat))
+            y = self.output_convs[i](cur_feat + self.upsamplers.step(i, y, cur_feat))
         return y
+
+
+def _steps(upsample_cfg, feat_channels: int, num_steps: int, owner: str) -> UpsamplerSteps:
+    # align_corners=False: the stock decoders' bilinear call
+    return UpsamplerSteps(upsample_cfg, [feat_channels] * num_steps, scale_factor=2,
+                          align_corners=False, owner=owner)
 
 
 def _check_feats(name: str, feats, num: int) -> None:
@@ -65,8 +65,8 @@ class GuidedPixelDecoder(_GuidedTopDown, PixelDecoder):
     the step onto level ``i``.
 
     Note: ``MaskFormerHead`` builds its input projection only for the exact type
-    ``PixelDecoder``; use ``GuidedMaskFormerHead`` (mmdet) or the mmseg
-    ``GuidedMaskFormerHead`` of ``sapa_mm.seg`` with this decoder.
+    ``PixelDecoder``; use ``GuidedMaskFormerHead`` (:mod:`.maskformer_head`, mmdet's and
+    mmseg's) with this decoder.
     """
 
     def __init__(self, in_channels, feat_channels: int, out_channels: int,
@@ -135,89 +135,53 @@ class GuidedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         if isinstance(kwargs.get('encoder'), dict):  # the stock class reads it by attribute
             kwargs['encoder'] = ConfigDict(kwargs['encoder'])
         super().__init__(*args, **kwargs)
-        feat_channels = self.level_encoding.embedding_dim
         self.upsample_cfg = upsample_cfg
-        self.upsamplers = nn.ModuleList(
-            build_guided_upsampler(upsample_cfg, feat_channels, feat_channels, scale_factor=2,
-                                   align_corners=False) for _ in self.lateral_convs)
+        self.upsamplers = _steps(upsample_cfg, self.level_encoding.embedding_dim,
+                                 len(self.lateral_convs), type(self).__name__)
 
     def init_weights(self) -> None:
         super().init_weights()
-        for up in self.upsamplers:
-            init_upsampler(up)
+        self.upsamplers.init_weights()
 
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         _check_feats(type(self).__name__, feats, self.num_input_levels)
-        # Run the stock encoder part on the encoder levels only: with no level left
-        # for the FPN loop it returns the encoder outputs (low -> high resolution).
-        outs = self._encoder_outs(feats)
+        outs = self._encoder_outs(feats)  # low -> high resolution
         for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1, -1):
             cur_feat = self.lateral_convs[i](feats[i])
-            y = cur_feat + self.upsamplers[i](outs[-1], cur_feat)
+            y = cur_feat + self.upsamplers.step(i, outs[-1], cur_feat)
             outs.append(self.output_convs[i](y))
         return self.mask_feature(outs[-1]), outs[:self.num_outs]
 
     def _encoder_outs(self, feats: List[Tensor]) -> List[Tensor]:
-        """The stock forward run on the encoder levels alone: its FPN loop is then
-        empty and it returns the encoder outputs (low -> high resolution)."""
-        lower = self.num_input_levels - self.num_encoder_levels
-        gen = self.point_generator
+        """The stock encoder part, from the stock modules: the deformable encoder over
+        the last ``num_encoder_levels`` levels (no padding), its outputs low -> high
+        resolution."""
+        b = feats[0].shape[0]
+        queries, positions, masks, shapes, sizes, points = [], [], [], [], [], []
+        for i in range(self.num_encoder_levels):  # input_convs[i] reads the i-th from the top
+            level = self.num_input_levels - 1 - i
+            feat = feats[level]
+            hw = torch._shape_as_tensor(feat)[2:].to(feat.device)
+            mask = feat.new_zeros((b, ) + feat.shape[-2:], dtype=torch.bool)
+            pos = self.level_encoding.weight[i].view(1, -1, 1, 1) + self.postional_encoding(mask)
+            # reference points: the level's pixel centres over its extent, (x, y) in [0, 1]
+            ref = self.point_generator.single_level_grid_priors(feat.shape[-2:], level,
+                                                                device=feat.device)
+            points.append(ref / (hw.unsqueeze(0).flip(dims=[0, 1]) * self.strides[level]))
+            queries.append(self.input_convs[i](feat).flatten(2).permute(0, 2, 1))
+            positions.append(pos.flatten(2).permute(0, 2, 1))
+            masks.append(mask.flatten(1))
+            shapes.append(hw)
+            sizes.append(feat.shape[-2:])
+        spatial_shapes = torch.cat(shapes).view(-1, 2)
+        level_start_index = torch.cat((spatial_shapes.new_zeros((1, )),
+                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
         n = self.num_encoder_levels
-        # level indices in the stock code count from feats[lower]: shift what they index
-        swap = dict(num_input_levels=n, num_outs=n, strides=list(self.strides)[lower:],
-                    mask_feature=nn.Identity())
-        saved = {k: getattr(self, k) for k in swap}
-        saved_gen = gen.strides
-        try:
-            for k, v in swap.items():
-                setattr(self, k, v)
-            gen.strides = list(saved_gen)[lower:]
-            _, outs = MSDeformAttnPixelDecoder.forward(self, list(feats[lower:]))
-        finally:
-            for k, v in saved.items():
-                setattr(self, k, v)
-            gen.strides = saved_gen
-        return list(outs)
-
-
-def decoder_input_proj(pixel_decoder: nn.Module, in_channels: List[int], embed_dims: int,
-                       enforce: bool = False) -> Optional[nn.Module]:
-    """The input projection ``MaskFormerHead`` should have for ``pixel_decoder``.
-
-    ``MaskFormerHead`` builds it only when ``type(pixel_decoder) == PixelDecoder``, so a
-    subclass silently gets ``nn.Identity`` and the raw last backbone stage reaches the
-    transformer decoder. The rule here is the head's, by kind: a plain ``PixelDecoder``
-    (subclasses included) returns the raw last stage as memory and needs a 1×1 conv
-    when widths differ (or when enforced); a transformer-encoder decoder returns
-    ``feat_channels``-wide memory. Returns ``None`` where the stock head got it right.
-    """
-    plain = isinstance(pixel_decoder, PixelDecoder) and not isinstance(
-        pixel_decoder, TransformerEncoderPixelDecoder)
-    if type(pixel_decoder) is PixelDecoder or not plain:
-        return None
-    if embed_dims != in_channels[-1] or enforce:
-        return Conv2d(in_channels[-1], embed_dims, kernel_size=1)
-    return None
-
-
-class MaskFormerInputProjMixin:
-    """Gives a ``MaskFormerHead`` (mmdet's or mmseg's) the input projection its pixel
-    decoder needs, also for subclasses of ``PixelDecoder`` (see ``decoder_input_proj``)."""
-
-    def _fix_decoder_input_proj(self, in_channels, enforce: bool) -> None:
-        proj = decoder_input_proj(self.pixel_decoder, in_channels, self.decoder_embed_dims,
-                                  enforce)
-        if proj is not None:
-            self.decoder_input_proj = proj
-
-
-@MODELS.register_module()
-class GuidedMaskFormerHead(MaskFormerInputProjMixin, MaskFormerHead):
-    """mmdet's ``MaskFormerHead``, with the input projection built for any
-    ``PixelDecoder`` subclass (e.g. ``GuidedPixelDecoder``). Same arguments."""
-
-    def __init__(self, in_channels: List[int], *args,
-                 enforce_decoder_input_project: bool = False, **kwargs) -> None:
-        super().__init__(in_channels, *args,
-                         enforce_decoder_input_project=enforce_decoder_input_project, **kwargs)
-        self._fix_decoder_input_proj(in_channels, enforce_decoder_input_project)
+        reference_points = torch.cat(points)[None, :, None].repeat(b, 1, n, 1)
+        memory = self.encoder(query=torch.cat(queries, 1), query_pos=torch.cat(positions, 1),
+                              key_padding_mask=torch.cat(masks, 1), spatial_shapes=spatial_shapes,
+                              reference_points=reference_points,
+                              level_start_index=level_start_index,
+                              valid_ratios=reference_points.new_ones((b, n, 2)))
+        memory = memory.permute(0, 2, 1).split([h * w for h, w in sizes], dim=-1)
+        return [m.reshape(b, -1, h, w) for m, (h, w) in zip(memory, sizes)]

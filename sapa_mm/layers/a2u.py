@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import sapa_aggregate
-from .indexnet import _positive_int
+from .checks import positive_ints
 from .grid import check_pair, fit_to_covering_grid
 
 
@@ -56,7 +56,7 @@ class A2U(nn.Module):
                  backend: Optional[str] = None) -> None:
         super().__init__()
         guide_channels = in_channels if guide_channels is None else guide_channels
-        _positive_int('A2U', in_channels=in_channels, guide_channels=guide_channels,
+        positive_ints('A2U', in_channels=in_channels, guide_channels=guide_channels,
                       scale_factor=scale_factor, kernel_size=kernel_size,
                       encoder_kernel=encoder_kernel, rank=rank, norm_groups=norm_groups)
         s, K, ke = scale_factor, kernel_size, encoder_kernel

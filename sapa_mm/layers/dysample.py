@@ -16,14 +16,21 @@ scope ``0.25 * offset`` or, with ``dynamic=True`` (DySample+), ``0.5 * sigmoid(s
 overlapping, which the paper found to matter.
 
 Initialisation (the paper's): the offset conv N(0, 0.001) with zero bias, the scope
-conv zero (so the dynamic scope starts at 0.25 as well): DySample starts as bilinear
-up to a small perturbation. Parameter names (``offset``, ``scope``) and the offset
-channel order (x / y, group[, sub-pixel]) follow the authors' release; its ``init_pos``
-buffer is computed here instead (load its state dicts with ``strict=False``).
+conv (no bias) zero, so the dynamic scope starts at 0.25 as well: DySample starts as
+bilinear up to a small perturbation.
+
+State dicts: parameter names and shapes (``offset.weight``, ``offset.bias``,
+``scope.weight``) and the offset channel order (x / y, group[, sub-pixel]) are the
+authors' release's. Their module also stores the sub-pixel start positions as a buffer,
+``init_pos`` (1, 2·G·s², 1, 1); here they are the ``(i + 0.5) / s - 0.5`` above
+(``base_positions``), so a state dict with ``init_pos`` loads with ``strict=True`` when
+it holds these positions, and is refused (naming the buffer) otherwise.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .checks import positive_ints
 
 STYLES = ('lp', 'pl')
 
@@ -44,10 +51,7 @@ class DySample(nn.Module):
     def __init__(self, in_channels: int, scale_factor: int = 2, style: str = 'lp', groups: int = 4,
                  dynamic: bool = False) -> None:
         super().__init__()
-        for name, val in (('in_channels', in_channels), ('scale_factor', scale_factor),
-                          ('groups', groups)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f'DySample: {name} must be a positive integer, got {val!r}')
+        positive_ints('DySample', in_channels=in_channels, scale_factor=scale_factor, groups=groups)
         if style not in STYLES:
             raise ValueError(f'DySample: style must be one of {STYLES}, got {style!r}')
         s = scale_factor
@@ -62,7 +66,7 @@ class DySample(nn.Module):
         self.groups, self.dynamic = groups, dynamic
         out = 2 * groups * (s * s if style == 'lp' else 1)
         self.offset = nn.Conv2d(read, out, 1)
-        self.scope = nn.Conv2d(read, out, 1) if dynamic else None
+        self.scope = nn.Conv2d(read, out, 1, bias=False) if dynamic else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -70,7 +74,27 @@ class DySample(nn.Module):
         nn.init.zeros_(self.offset.bias)
         if self.scope is not None:
             nn.init.zeros_(self.scope.weight)
-            nn.init.zeros_(self.scope.bias)
+
+    def base_positions(self) -> torch.Tensor:
+        """Where zero offsets sample, relative to the centre of the low-resolution pixel,
+        in its pixels: (2, G, s, s), x / y of sub-pixel (row, column); ``(k + 0.5) / s -
+        0.5`` along each axis. The authors' ``init_pos`` is this, flattened to (1, -1, 1, 1)."""
+        s = self.scale_factor
+        k = (torch.arange(s, dtype=torch.float32) + 0.5) / s - 0.5
+        x = k.expand(s, s)  # varies along the columns
+        return torch.stack((x, x.t())).unsqueeze(1).expand(2, self.groups, s, s)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # the authors' init_pos buffer: accepted (and dropped) when it holds our positions
+        init_pos = state_dict.pop(prefix + 'init_pos', None)
+        if init_pos is not None:
+            want = self.base_positions().reshape(1, -1, 1, 1)
+            if init_pos.shape != want.shape or not torch.allclose(init_pos.cpu().float(), want):
+                error_msgs.append(f'{prefix}init_pos: not the sub-pixel positions of a x'
+                                  f'{self.scale_factor} DySample with {self.groups} groups')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def offsets(self, x: torch.Tensor) -> torch.Tensor:
         """(dx, dy) of every group at every output pixel: (B, 2, G, sH, sW)."""

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import sapa_aggregate
+from .checks import positive_ints
 from .grid import check_pair, covering_grid, nearest_up
 from .resize import fit_to_size
 
@@ -66,11 +67,8 @@ class FADE(nn.Module):
         super().__init__()
         guide_channels = in_channels if guide_channels is None else guide_channels
         name = type(self).__name__
-        for arg, val in (('in_channels', in_channels), ('scale_factor', scale_factor),
-                         ('kernel_size', kernel_size), ('encoder_kernel', encoder_kernel),
-                         ('embed_dim', embed_dim)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f'{name}: {arg} must be a positive integer, got {val!r}')
+        positive_ints(name, in_channels=in_channels, scale_factor=scale_factor,
+                      kernel_size=kernel_size, encoder_kernel=encoder_kernel, embed_dim=embed_dim)
         if kernel_size % 2 == 0 or encoder_kernel % 2 == 0:
             raise ValueError(f'{name}: kernel_size and encoder_kernel must be odd (centred '
                              f'windows), got {kernel_size} and {encoder_kernel}')

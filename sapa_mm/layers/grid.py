@@ -14,15 +14,25 @@ __all__ = ['check_pair', 'covering_grid', 'fit_to_covering_grid', 'nearest_up']
 
 def check_pair(owner: str, x: torch.Tensor, guide: torch.Tensor, in_channels: int,
                guide_channels: int, scale_factor: int) -> None:
-    """The checks every guided upsampler makes on ``up(x, guide)``; errors name ``owner``."""
+    """The checks every guided upsampler makes on ``up(x, guide)``; errors name ``owner``.
+
+    They cover what the operator's public functions check (rank, dtype, size, batch,
+    device), so a layer that passed them may call the operator's ``*_unchecked`` entries
+    on tensors it derives from x and guide."""
     for name, t, c in (('x', x, in_channels), ('guide', guide, guide_channels)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             raise ValueError(f'{owner}: {name} must be a 4-D (B, C, H, W) tensor, '
                              f'got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t)}')
         if t.shape[1] != c:
             raise ValueError(f'{owner}: {name} must have {c} channels, got shape {tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise TypeError(f'{owner}: {name} must be a floating-point tensor, got {t.dtype}')
+        if t.shape[2] < 1 or t.shape[3] < 1:
+            raise ValueError(f'{owner}: {name} must have H, W >= 1, got shape {tuple(t.shape)}')
     if x.shape[0] != guide.shape[0]:
         raise ValueError(f'{owner}: batch sizes differ: x {tuple(x.shape)} vs guide {tuple(guide.shape)}')
+    if x.device != guide.device:
+        raise ValueError(f'{owner}: x is on {x.device} but guide is on {guide.device}')
     s = scale_factor
     for lo, hi in zip(x.shape[2:], guide.shape[2:]):
         if abs(hi - s * lo) >= s:

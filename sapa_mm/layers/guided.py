@@ -1,60 +1,52 @@
-"""One interface for every feature upsampler a neck or a head uses.
+"""The upsampler factory: one table, one contract.
 
-``build_guided_upsampler(cfg, in_channels, guide_channels, scale_factor)`` returns a
-module called as ``up(x, guide)``: ``x`` is the low-resolution feature (B, C, H, W),
-``guide`` the high-resolution feature of the target level (B, Cg, h, w); the result
-has ``x``'s channels and exactly the guide's spatial size ``(h, w)``.
+Every entry of ``UPSAMPLERS`` is built as ``entry(in_channels, guide_channels,
+scale_factor, **opts)`` and called as ``up(x, guide)``: ``x`` is the low-resolution
+feature (B, C, H, W), ``guide`` the high-resolution feature of the target level
+(B, Cg, h, w); the result has ``x``'s channels and exactly the guide's size (h, w).
 
-The factory is a lookup in ``UPSAMPLERS``, a table of ``Adapter(build, guided)``
-keyed by the config's ``type``; each entry states which arguments its module gets:
-
-===============================  =============================================  ======
-``type``                         built as                                       guided
-===============================  =============================================  ======
-``'nearest'``, ``'nearest-       ``Interpolate(mode, align_corners, **opts)``:  True
-exact'``, ``'bilinear'``,        ``F.interpolate(x, size=guide.shape[2:])``,
-``'bicubic'``, ``'area'``        the stock mmdet FPN / mmseg call
-``'deconv'``                     mmcv's ``ConvTranspose2d(C, C, 2s, stride=s,   False
-                                 padding=(s+1)//2 ...)``: exactly ×s
-``'pixel_shuffle'``              mmcv's ``PixelShufflePack(C, C, s,             False
-                                 upsample_kernel=3)``
-``'carafe'``                     ``CARAFEPackAnyDevice(channels=C,              False
-                                 scale_factor=s)`` (mmcv's ``CARAFEPack``,
-                                 :mod:`.carafe`)
-``'DySample'``                   ``DySample(in_channels=C, scale_factor=s)``    False
-                                 (:mod:`.dysample`; torch alone)
-``'SAPA'``, ``'IndexNet'``,      ``cls(in_channels=C, guide_channels=Cg,        True
-``'A2U'``, ``'FADE'``,           scale_factor=s)``
+===============================  ===============================================
+``type``                         entry
+===============================  ===============================================
+``'nearest'``, ``'nearest-       ``Interpolate``: ``F.interpolate(x, size=guide
+exact'``, ``'bilinear'``,        size)``, the stock mmdet FPN / mmseg call
+``'bicubic'``, ``'area'``
+``'SAPA'``, ``'IndexNet'``,      the guided modules of this package, as they are
+``'A2U'``, ``'FADE'``,
 ``'FADELite'``
-===============================  =============================================  ======
+``'deconv'``, ``'pixel_shuffle'``  one-input layers (mmcv's ``ConvTranspose2d``
+``'carafe'``, ``'DySample'``     with exactly ×s, ``PixelShufflePack``,
+                                 ``CARAFEPack``, :mod:`.dysample`) in ``OneInput``
+===============================  ===============================================
 
-Options of the config win over the arguments filled in. ``guided`` says whether the
-module itself is called as ``up(x, guide)``; a one-input layer (``guided=False``) is
-wrapped in ``UnguidedUpsampler``, which calls ``layer(x)`` and fits the result to the
-guide's size (``fit_to_size``). The stock FPN spelling ``dict(mode='nearest')`` (no
-``type``) is an interpolation too, and so is its ``scale_factor`` option (used when
-it lands on the guide's size, as in stock).
+The config's options win over the three filled-in arguments. ``align_corners`` is the
+calling head's default for the bilinear / bicubic interpolations. The stock FPN
+spelling ``dict(mode='nearest', scale_factor=2)`` (no ``type``) is an interpolation
+too; its ``scale_factor`` gives the guide's size wherever the stock call works at all,
+so the guide's size is used.
 
-A ``type`` outside the table (a class, or a name registered in mmengine's
-``MODELS``) follows one rule, the class attribute ``guided``: a class that sets
-``guided = True`` (as SAPA, IndexNet, A2U and FADE do) is built as
-``cls(in_channels=C, guide_channels=Cg, scale_factor=s, **opts)`` and called with the
-guide; any other class is built as ``cls(**opts)`` and wrapped in
-``UnguidedUpsampler``.
+A ``type`` outside the table (a class, or a name registered in mmengine's ``MODELS``)
+is guided when its class sets ``guided = True`` and then built like an entry;
+any other class is built as ``cls(**opts)`` (mmcv's convention) and wrapped in
+``OneInput``.
+
+Adding an upsampler: a module in its own file of this package with the contract
+above (or a one-input ``make(in_channels, scale_factor, **opts)``), and one line in
+``UPSAMPLERS``. Importing :mod:`sapa_mm.layers` registers its class in mmengine's
+``MODELS``; every head and neck builds through ``UpsamplerSteps`` (:mod:`.steps`).
 
 Odd sizes. Stride-2 convolutions give ``H = ceil(h / s)``, so the guide is up to
-``s - 1`` pixels smaller than ``s * H``. Interpolations resize straight to the
-guide's size (stock behaviour). A learned upsampler's ``s*H`` output is cropped at
-the bottom/right: output pixel ``i`` belongs to input pixel ``i // s`` on the same
-top-left-anchored grid SAPA uses, so cropping keeps it aligned, where re-sampling
-would shift every pixel by a fraction. Any other mismatch is resized bilinearly.
+``s - 1`` pixels smaller than ``s * H``. A one-input layer's ``s*H`` output is cropped
+at the bottom / right (``fit_to_size``): output pixel ``i`` belongs to input pixel
+``i // s`` on the top-left-anchored grid SAPA uses, so cropping keeps it aligned,
+where re-sampling would shift every pixel by a fraction. Any other mismatch is
+resized bilinearly.
 
 mmcv is imported only by the entries that need it: with torch alone, interpolations
 and the guided modules build.
 """
 import inspect
-from functools import partial
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -67,11 +59,8 @@ from .indexnet import IndexNet
 from .resize import fit_to_size
 from .sapa import SAPA
 
-__all__ = [
-    'INTERPOLATION_MODES', 'GUIDED_UPSAMPLERS', 'UPSAMPLERS', 'Adapter', 'Interpolate',
-    'UnguidedUpsampler', 'build_guided_upsampler', 'is_guided', 'is_interpolation_cfg',
-    'init_upsampler', 'upsample_step'
-]
+__all__ = ['INTERPOLATION_MODES', 'UPSAMPLERS', 'Interpolate', 'OneInput', 'one_input',
+           'build_guided_upsampler', 'is_interpolation_cfg', 'init_upsampler', 'upsampler_classes']
 
 #: ``type`` (or stock ``mode``) values that are a fixed ``F.interpolate``.
 INTERPOLATION_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area')
@@ -79,54 +68,45 @@ _ALIGNABLE = ('bilinear', 'bicubic')  # the modes that accept align_corners
 # what a type-less upsample_cfg may hold besides mode: F.interpolate's options
 _INTERPOLATE_OPTIONS = {'scale_factor', 'align_corners', 'recompute_scale_factor', 'antialias'}
 
-#: the guided upsamplers of this package, by registered name
-GUIDED_UPSAMPLERS = {'SAPA': SAPA, 'IndexNet': IndexNet, 'A2U': A2U, 'FADE': FADE,
-                     'FADELite': FADELite}
-
 
 class Interpolate(nn.Module):
-    """A fixed ``F.interpolate`` to the guide's size, with the stock call semantics.
+    """A fixed ``F.interpolate`` to the guide's size: the stock call of the heads."""
 
-    ``scale_factor`` (optional, as in the stock FPN's ``upsample_cfg``) is used when
-    it produces the guide's size; otherwise the size is taken from the guide.
-    """
+    guided = True  # reads the guide (for its size only)
 
-    guided = True  # called with the guide (for its size only)
-
-    def __init__(self, mode: str = 'nearest', align_corners: Optional[bool] = None,
-                 scale_factor=None, **kwargs):
+    def __init__(self, in_channels: Optional[int] = None, guide_channels: Optional[int] = None,
+                 scale_factor=None, mode: str = 'nearest', align_corners: Optional[bool] = None,
+                 **kwargs):
         super().__init__()
         if mode not in INTERPOLATION_MODES:
             raise ValueError(f'Interpolate: unknown mode {mode!r}; one of {INTERPOLATION_MODES}')
         self.mode = mode
         self.align_corners = align_corners
-        self.scale_factor = scale_factor
-        self.kwargs = dict(kwargs)  # e.g. recompute_scale_factor, antialias
+        self.kwargs = kwargs  # e.g. antialias
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        size = guide.shape[2:]
-        if self.scale_factor is not None:
-            y = F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode,
-                              align_corners=self.align_corners, **self.kwargs)
-            if y.shape[2:] == size:
-                return y
-        return F.interpolate(x, size=size, mode=self.mode, align_corners=self.align_corners,
-                             **self.kwargs)
+        return F.interpolate(x, size=guide.shape[2:], mode=self.mode,
+                             align_corners=self.align_corners, **self.kwargs)
 
     def extra_repr(self) -> str:
-        s = f'mode={self.mode!r}, align_corners={self.align_corners}'
-        if self.scale_factor is not None:
-            s += f', scale_factor={self.scale_factor}'
-        return s
+        return f'mode={self.mode!r}, align_corners={self.align_corners}'
 
 
-class UnguidedUpsampler(nn.Module):
-    """Adapts a one-input upsampler ``layer(x)`` to ``forward(x, guide)``.
+def init_upsampler(module: nn.Module) -> None:
+    """Run an upsampler's own ``init_weights`` (mmcv's CARAFE, PixelShufflePack), as
+    mmengine does for a direct child. SAPA's ``reset_parameters`` is not re-run: it
+    keeps the init it was built with, or what the parent's ``init_cfg`` gave it (the
+    FPN's Xavier), as in the official integrations."""
+    fn = getattr(module, 'init_weights', None)
+    if callable(fn):
+        fn()
 
-    The guide only fixes the output size (``fit_to_size`` with the scale factor).
-    """
 
-    guided = True  # called with the guide (for its size only)
+class OneInput(nn.Module):
+    """``forward(x, guide)`` for a one-input ×s layer: ``layer(x)`` fitted to the
+    guide's size (a crop on the grid; ``fit_to_size``)."""
+
+    guided = True
 
     def __init__(self, layer: nn.Module, scale_factor: int = 2):
         super().__init__()
@@ -140,131 +120,79 @@ class UnguidedUpsampler(nn.Module):
         init_upsampler(self.layer)
 
 
-def upsample_step(up: nn.Module, x: torch.Tensor, guide: torch.Tensor, scale_factor: int = 2,
-                  owner: str = 'upsampler', where: str = '') -> torch.Tensor:
-    """``up(x, guide)`` for a pyramid step whose levels may be further apart than
-    ``scale_factor`` (a stock head resizes whatever the ratio). An interpolation takes
-    any sizes. A learned ×s upsampler gets x brought bilinearly to the grid it covers
-    the guide from (``ceil(guide / s)``) when x is smaller than that; when x is larger
-    (levels less than s apart, e.g. a dilated backbone) the step is an error naming
-    the levels and sizes."""
-    if isinstance(up, Interpolate):
-        return up(x, guide)
-    s = scale_factor
-    size, target = tuple(x.shape[2:]), tuple(guide.shape[2:])
-    if all(abs(g - s * a) < s for a, g in zip(size, target)):  # a x{s} step
-        return up(x, guide)
-    lo = tuple(-(-g // s) for g in target)
-    if any(a > b for a, b in zip(size, lo)):
-        raise ValueError(f'{owner}: {where}x {tuple(x.shape)} is not {s}x smaller than its guide '
-                         f'{tuple(guide.shape)}: a learned x{s} upsampler needs pyramid levels '
-                         f'at least {s}x apart (use an interpolation upsample_cfg for these levels)')
-    return up(F.interpolate(x, size=lo, mode='bilinear', align_corners=False), guide)
+def one_input(make: Callable[..., nn.Module]) -> Callable[..., OneInput]:
+    """The table entry of a one-input layer ``make(in_channels, scale_factor, **opts)``."""
+
+    def entry(in_channels, guide_channels, scale_factor, **opts):
+        return OneInput(make(in_channels=in_channels, scale_factor=scale_factor, **opts),
+                        scale_factor)
+
+    entry.layer = make
+    return entry
 
 
-def init_upsampler(module: nn.Module) -> None:
-    """Run an upsampler's ``init_weights`` (mmcv's CARAFE, PixelShufflePack), as
-    mmengine would for a direct child; a parent keeping upsamplers in a plain
-    ``nn.ModuleList`` calls this after its own ``init_cfg``.
+def interpolation(mode: str) -> Callable[..., Interpolate]:
+    """The table entry of ``F.interpolate(mode=mode)``."""
 
-    ``reset_parameters`` is not re-run: SAPA keeps the init it was built with (heads)
-    or whatever the parent's ``init_cfg`` gave it (the FPN's Xavier), as in the
-    official integrations.
-    """
-    fn = getattr(module, 'init_weights', None)
-    if callable(fn):
-        fn()
+    def entry(in_channels, guide_channels, scale_factor, **opts):
+        return Interpolate(mode=mode, **opts)
+
+    return entry
 
 
-def is_guided(obj) -> bool:
-    """Whether a class (or an instance of it) is called as ``forward(x, guide)``: it
-    sets the class attribute ``guided = True``. Every module the factory returns is."""
-    cls = obj if inspect.isclass(obj) else type(obj)
-    return getattr(cls, 'guided', False) is True
-
-
-# --------------------------------------------------------------------------------
-# the table
-# --------------------------------------------------------------------------------
-class Adapter(NamedTuple):
-    """How one ``type`` is built.
-
-    ``build(opts, in_channels, guide_channels, scale_factor, align_corners)`` returns
-    the module (``opts``: the config's options, a fresh dict the entry may consume);
-    ``guided``: whether that module is called as ``up(x, guide)`` itself (else it is a
-    one-input ``layer(x)`` that the factory wraps in ``UnguidedUpsampler``).
-    """
-    build: Callable[..., nn.Module]
-    guided: bool
-
-
-def _filled(opts: dict, **defaults) -> dict:
-    """``defaults`` overridden by the config's options."""
-    return {**defaults, **opts}
-
-
-def _interpolation(mode, opts, in_channels, guide_channels, scale_factor, align_corners):
-    """``Interpolate(mode)``; bilinear / bicubic default to the caller's align_corners."""
-    opts.setdefault('align_corners', align_corners if mode in _ALIGNABLE else None)
-    return Interpolate(mode=mode, **opts)
-
-
-def _deconv(opts, in_channels, guide_channels, scale_factor, align_corners):
+def deconv(in_channels: int, scale_factor: int, **opts) -> nn.Module:
     """mmcv's ``'deconv'``: a C -> C transposed conv giving exactly ×s, kernel 2s by
     default (``kernel_size`` or mmcv's ``upsample_kernel`` set it)."""
     from mmcv.cnn.bricks.wrappers import ConvTranspose2d
     s = scale_factor
-    upsample_kernel = opts.pop('upsample_kernel', 2 * s)
-    k = opts.pop('kernel_size', upsample_kernel)
-    opts = _filled(opts, in_channels=in_channels, out_channels=in_channels, stride=s,
-                   padding=(k - s + 1) // 2)
+    k = opts.pop('kernel_size', opts.pop('upsample_kernel', 2 * s))
+    opts = {'in_channels': in_channels, 'out_channels': in_channels, 'stride': s,
+            'padding': (k - s + 1) // 2, **opts}
     opts.setdefault('output_padding', s + 2 * opts['padding'] - k)
     return ConvTranspose2d(kernel_size=k, **opts)
 
 
-def _pixel_shuffle(opts, in_channels, guide_channels, scale_factor, align_corners):
+def pixel_shuffle(in_channels: int, scale_factor: int, **opts) -> nn.Module:
     """mmcv's ``'pixel_shuffle'``: a C -> C·s² conv (kernel 3) and a pixel shuffle."""
     from mmcv.cnn.bricks.upsample import PixelShufflePack
-    return PixelShufflePack(**_filled(opts, in_channels=in_channels, out_channels=in_channels,
-                                      scale_factor=scale_factor, upsample_kernel=3))
+    return PixelShufflePack(**{'in_channels': in_channels, 'out_channels': in_channels,
+                               'scale_factor': scale_factor, 'upsample_kernel': 3, **opts})
 
 
-def _carafe(opts, in_channels, guide_channels, scale_factor, align_corners):
-    """mmcv's ``'carafe'`` (``CARAFEPack``), reassembling on the shared window
-    products off the GPU (``CARAFEPackAnyDevice``)."""
-    from . import carafe
-    cls = getattr(carafe, 'CARAFEPackAnyDevice', None)
+def carafe(in_channels: int, scale_factor: int, **opts) -> nn.Module:
+    """mmcv's ``'carafe'`` (``CARAFEPack``), reassembling on the shared window products
+    off the GPU (``CARAFEPackAnyDevice``, :mod:`.carafe`)."""
+    from . import carafe as module
+    cls = getattr(module, 'CARAFEPackAnyDevice', None)
     if cls is None:
         raise ImportError("upsampler 'carafe' needs mmcv built with its ops (mmcv.ops.CARAFEPack)")
-    return cls(**_filled(opts, channels=in_channels, scale_factor=scale_factor))
+    return cls(**{'channels': in_channels, 'scale_factor': scale_factor, **opts})
 
 
-def _dysample(opts, in_channels, guide_channels, scale_factor, align_corners):
-    """``DySample(in_channels=C, scale_factor=s, **opts)`` (:mod:`.dysample`)."""
-    return DySample(**_filled(opts, in_channels=in_channels, scale_factor=scale_factor))
-
-
-def _guided_module(cls, opts, in_channels, guide_channels, scale_factor, align_corners):
-    """A guided module: ``cls(in_channels, guide_channels, scale_factor, **opts)``."""
-    return cls(**_filled(opts, in_channels=in_channels, guide_channels=guide_channels,
-                         scale_factor=scale_factor))
-
-
-def _plain_module(cls, opts, in_channels, guide_channels, scale_factor, align_corners):
-    """Any other one-input class: ``cls(**opts)``, the config's options alone."""
-    return cls(**opts)
-
-
-#: the factory's table: config ``type`` -> how it is built
+#: the factory: config ``type`` -> ``entry(in_channels, guide_channels, scale_factor, **opts)``
 UPSAMPLERS = {
-    **{mode: Adapter(partial(_interpolation, mode), guided=True) for mode in INTERPOLATION_MODES},
-    'deconv': Adapter(_deconv, guided=False),
-    'pixel_shuffle': Adapter(_pixel_shuffle, guided=False),
-    'carafe': Adapter(_carafe, guided=False),
-    'DySample': Adapter(_dysample, guided=False),
-    **{name: Adapter(partial(_guided_module, cls), guided=True)
-       for name, cls in GUIDED_UPSAMPLERS.items()},
+    **{mode: interpolation(mode) for mode in INTERPOLATION_MODES},
+    'deconv': one_input(deconv),
+    'pixel_shuffle': one_input(pixel_shuffle),
+    'carafe': one_input(carafe),
+    'DySample': one_input(DySample),
+    'SAPA': SAPA,
+    'IndexNet': IndexNet,
+    'A2U': A2U,
+    'FADE': FADE,
+    'FADELite': FADELite,
 }
+
+
+def upsampler_classes() -> dict:
+    """The classes of this package in ``UPSAMPLERS`` (by table name): what importing
+    :mod:`sapa_mm.layers` registers in mmengine's ``MODELS``."""
+    found = {}
+    for name, entry in UPSAMPLERS.items():
+        cls = getattr(entry, 'layer', entry)
+        if inspect.isclass(cls) and cls.__module__.startswith(__package__):
+            found[name] = cls
+    return found
 
 
 def _split_type(cfg) -> Tuple[object, dict]:
@@ -283,6 +211,8 @@ def _split_type(cfg) -> Tuple[object, dict]:
     elif typ in INTERPOLATION_MODES and 'mode' in cfg:
         if cfg.pop('mode') != typ:
             raise ValueError(f'upsample_cfg {cfg}: "type" and "mode" disagree')
+    if typ in INTERPOLATION_MODES:
+        cfg.pop('scale_factor', None)  # the guide's size, wherever the stock call fits
     return typ, cfg
 
 
@@ -307,8 +237,8 @@ def _registered(name: str) -> Optional[type]:
         return registry.get(name)
 
 
-def _adapter(typ) -> Adapter:
-    """The table entry of ``typ``, or the ``guided``-attribute rule for a class."""
+def _lookup(typ):
+    """The table entry of ``typ``, or the class it names outside the table."""
     if isinstance(typ, str):
         if typ in UPSAMPLERS:
             return UPSAMPLERS[typ]
@@ -316,13 +246,10 @@ def _adapter(typ) -> Adapter:
         if cls is None:
             raise KeyError(f'unknown upsampler type {typ!r}: not one of {sorted(UPSAMPLERS)} '
                            f"and not registered in mmengine's MODELS")
-    elif inspect.isclass(typ):
-        cls = typ
-    else:
-        raise TypeError(f'upsampler type must be a name or a class, got {typ!r}')
-    if is_guided(cls):
-        return Adapter(partial(_guided_module, cls), guided=True)
-    return Adapter(partial(_plain_module, cls), guided=False)
+        return cls
+    if inspect.isclass(typ):
+        return typ
+    raise TypeError(f'upsampler type must be a name or a class, got {typ!r}')
 
 
 def build_guided_upsampler(cfg: Union[dict, str, type], in_channels: int,
@@ -336,12 +263,16 @@ def build_guided_upsampler(cfg: Union[dict, str, type], in_channels: int,
         in_channels: channels of ``x`` (and of the output).
         guide_channels: channels of the guide (default: ``in_channels``).
         scale_factor: the nominal ratio between the guide and ``x`` (2 in FPNs).
-        align_corners: default ``align_corners`` for the bilinear / bicubic
+        align_corners: default ``align_corners`` of the bilinear / bicubic
             interpolations (the calling head's own setting); ignored otherwise.
     """
     typ, opts = _split_type(cfg)
-    if guide_channels is None:
-        guide_channels = in_channels
-    adapter = _adapter(typ)
-    module = adapter.build(opts, in_channels, guide_channels, scale_factor, align_corners)
-    return module if adapter.guided else UnguidedUpsampler(module, scale_factor)
+    if typ in _ALIGNABLE:
+        opts.setdefault('align_corners', align_corners)
+    entry = _lookup(typ)
+    if inspect.isclass(entry) and getattr(entry, 'guided', False) is not True:
+        return OneInput(entry(**opts), scale_factor)  # mmcv's convention: the config alone
+    args = dict(in_channels=in_channels,
+                guide_channels=in_channels if guide_channels is None else guide_channels,
+                scale_factor=scale_factor)
+    return entry(**{**args, **opts})

@@ -24,13 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import positive_ints
 from .grid import check_pair, fit_to_covering_grid
-
-
-def _positive_int(owner: str, **values) -> None:
-    for name, val in values.items():
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f'{owner}: {name} must be a positive integer, got {val!r}')
 
 
 class IndexNet(nn.Module):
@@ -57,7 +52,7 @@ class IndexNet(nn.Module):
                  kernel_size: int = 4, nonlinear: bool = True) -> None:
         super().__init__()
         guide_channels = in_channels if guide_channels is None else guide_channels
-        _positive_int('IndexNet', in_channels=in_channels, guide_channels=guide_channels,
+        positive_ints('IndexNet', in_channels=in_channels, guide_channels=guide_channels,
                       scale_factor=scale_factor, kernel_size=kernel_size)
         s, k = scale_factor, kernel_size
         if k < s or (k - s) % 2:

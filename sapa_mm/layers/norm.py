@@ -16,13 +16,19 @@ group: ``W · GN(t) = (W · diag(γ·rstd)) · t + W · (β − γ·rstd·mu) + 
 ``norm_project(norm, t, convs)`` computes ``[conv(norm(t)) for conv in convs]`` so,
 with one matmul for all convs; the modules keep their ``nn.LayerNorm`` / ``nn.GroupNorm``
 and ``nn.Conv2d`` parameters, so state dicts are unchanged.
+
+The fold is a CPU optimisation (its matmul runs one ``mm`` per image, which on a GPU
+would be B kernel launches): other devices, exports and traces run the norm, then the
+conv. It is differentiable twice, like the operator: a backward that builds a graph
+(``create_graph=True``) differentiates the plain formula instead of the hand-written
+first-order backward.
 """
 import math
 from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
 
 from ..ops.sapa import standard_ops_only
 from ..ops.torch_backend import acc_dtype
@@ -61,9 +67,6 @@ def channel_stats(t3: torch.Tensor, eps: float):
     On CPU ``torch.var_mean`` over the channel dimension runs at a fifth of memory speed
     (docs/performance.md), so the sums are taken 16 channels at a time, shifted by the
     first channel (the shifted-data variance: no cancellation when |mean| >> std)."""
-    if t3.device.type != 'cpu':
-        var, mean = torch.var_mean(t3, dim=1, correction=0)
-        return mean, (var + eps).rsqrt()
     C = t3.shape[1]
     shift = t3[:, 0]
     total = torch.zeros_like(shift)
@@ -84,7 +87,8 @@ class _LayerNormProject(torch.autograd.Function):
     Backward, with x = (t − mu)·rstd and z = (W∘γ)·x (from the saved result, d channels):
         dt = (W∘γ)ᵀ(rstd·dz) − rstd²·c·(t − mu) − rstd·a/C,
         a = Σ_d ((W∘γ)·1)_d dz_d,   c = Σ_d z_d dz_d / C
-    (the LayerNorm backward with both of its channel sums taken on the d side).
+    (the LayerNorm backward with both of its channel sums taken on the d side). A
+    backward that builds a graph differentiates ``_layer_norm_conv`` instead.
     """
 
     @staticmethod
@@ -100,14 +104,16 @@ class _LayerNormProject(torch.autograd.Function):
         z.add_((w @ beta.to(dt) + bias.to(dt))[:, None])
         # z is saved as the result itself: in float32 / float64 the output is a view of
         # it, which the operator keeps for its own backward anyway (no extra memory)
-        ctx.save_for_backward(t3, mean, rstd, w, gamma, beta, bias, z)
+        ctx.save_for_backward(t, weight, t3, mean, rstd, w, gamma, beta, bias, z)
         ctx.out_dtype = torch.promote_types(t.dtype, weight.dtype)
+        ctx.eps = eps
         return z.view(B, -1, H, W).to(ctx.out_dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        t3, mean, rstd, w, gamma, beta, bias, z = ctx.saved_tensors
+        t_in, weight, t3, mean, rstd, w, gamma, beta, bias, z = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            return _plain_backward(ctx, grad, (t_in, gamma, beta, weight, bias))
         B, C, P = t3.shape
         dz = grad.reshape(B, -1, P).to(t3.dtype)
         d = dz.shape[1]
@@ -138,6 +144,23 @@ class _LayerNormProject(torch.autograd.Function):
         return g_t, g_gamma, g_beta, g_w, g_b, None
 
 
+def _layer_norm_conv(t, gamma, beta, weight, bias, eps: float) -> torch.Tensor:
+    """``conv1x1(LayerNorm2d(t))`` in t's accumulation dtype: what the fold computes."""
+    dt = acc_dtype(t)
+    x = F.layer_norm(t.to(dt).permute(0, 2, 3, 1), t.shape[1:2], gamma.to(dt), beta.to(dt), eps)
+    return F.conv2d(x.permute(0, 3, 1, 2), weight.to(dt)[:, :, None, None], bias.to(dt))
+
+
+def _plain_backward(ctx, grad, inputs):
+    """The gradients of ``_layer_norm_conv`` by autograd, as a graph (higher derivatives)."""
+    needs = ctx.needs_input_grad[:5]
+    with torch.enable_grad():
+        z = _layer_norm_conv(*inputs, ctx.eps).to(ctx.out_dtype)
+    wanted = [x for x, n in zip(inputs, needs) if n]
+    grads = iter(torch.autograd.grad(z, wanted, grad, create_graph=True, allow_unused=True))
+    return (*(next(grads) if n else None for n in needs), None)
+
+
 def _stacked(convs: Sequence[nn.Conv2d]):
     """The 1x1 convs as one (sum d, C) weight and bias."""
     for conv in convs:
@@ -163,13 +186,15 @@ def _group_norm_project(norm: nn.GroupNorm, t: torch.Tensor, weight, bias) -> to
 
 
 def norm_project(norm: nn.Module, t: torch.Tensor, convs: Sequence[nn.Conv2d]) -> List[torch.Tensor]:
-    """``[conv(norm(t)) for conv in convs]`` for 1x1 convs, computed as one folded matmul.
+    """``[conv(norm(t)) for conv in convs]`` for 1x1 convs, on CPU as one folded matmul.
 
     ``norm`` is a ``LayerNorm2d``, an ``nn.GroupNorm`` or ``nn.Identity`` (then the
-    convs run as they are). ONNX, torch.export and jit traces (mmengine's FLOP counter)
-    get the plain ``conv(norm(t))``."""
-    if isinstance(norm, nn.Identity) or standard_ops_only() or torch.jit.is_tracing():
-        # exports, old Dynamo and traces (FLOP counters) record the standard norm and conv ops
+    convs run as they are). Tensors on other devices, ONNX, torch.export and jit traces
+    (mmengine's FLOP counter) get the plain ``conv(norm(t))``."""
+    if (isinstance(norm, nn.Identity) or t.device.type != 'cpu' or standard_ops_only()
+            or torch.jit.is_tracing()):
+        # the fold pays off on CPU only; exports, old Dynamo and traces (FLOP counters)
+        # record the standard norm and conv ops
         return [conv(norm(t)) for conv in convs]
     weight, bias = _stacked(convs)
     if isinstance(norm, LayerNorm2d):

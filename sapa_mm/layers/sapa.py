@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..ops import sapa_deform_upsample, sapa_similarity, sapa_upsample
 from ..ops.torch_backend import deform_logits
+from .checks import positive_ints
 from .norm import make_norm, norm_project
 from .grid import check_pair, covering_grid, nearest_up
 from .resize import fit_to_size
@@ -80,12 +81,9 @@ class SAPA(nn.Module):
                  num_points: int = 9) -> None:
         super().__init__()
         guide_channels = in_channels if guide_channels is None else guide_channels
-        for name, val in (('in_channels', in_channels), ('guide_channels', guide_channels),
-                          ('scale_factor', scale_factor), ('kernel_size', kernel_size),
-                          ('embed_dim', embed_dim), ('num_groups', num_groups),
-                          ('num_points', num_points)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f'SAPA: {name} must be a positive integer, got {val!r}')
+        positive_ints('SAPA', in_channels=in_channels, guide_channels=guide_channels,
+                      scale_factor=scale_factor, kernel_size=kernel_size, embed_dim=embed_dim,
+                      num_groups=num_groups, num_points=num_points)
         if kernel_size % 2 == 0:
             raise ValueError(f'SAPA: kernel_size must be odd, got {kernel_size}')
         if variant not in VARIANTS:

@@ -1,9 +1,9 @@
 """The SAPA operator. Depends on torch alone.
 
 The functional API (``sapa_similarity``, ``sapa_aggregate``, ``sapa_upsample``) checks
-its arguments, picks a backend and calls the dispatcher ops ``torch.ops.sapa_mm.*``
-defined in :mod:`.library`; ``sapa_deform_upsample`` (SAPA-D, the op
-``sapa_mm::deform_upsample``) is in :mod:`.deform`.
+its arguments, picks a backend from the table of :mod:`.backends` and calls the
+dispatcher ops ``torch.ops.sapa_mm.*`` defined in :mod:`.library`;
+``sapa_deform_upsample`` (SAPA-D, the op ``sapa_mm::deform_upsample``) is in :mod:`.deform`.
 """
 from . import library
 from .deform import sapa_deform_upsample

@@ -11,11 +11,11 @@ from typing import List, Tuple
 
 import torch
 
-from . import cpu_backend, library
+from . import library
 from .deform import sapa_deform_upsample
 from .reference import (aggregate_reference, deform_upsample_reference, similarity_reference,
                         upsample_reference)
-from .sapa import _triton_ready, sapa_aggregate, sapa_similarity, sapa_upsample
+from .sapa import ready_backends, sapa_aggregate, sapa_similarity, sapa_upsample
 
 # (B, C, d, H, W, K, s): windows wider than the image, non-square, odd channels, s = 1
 SHAPES = [(2, 5, 3, 4, 6, 5, 2), (1, 7, 4, 3, 2, 3, 3), (1, 3, 2, 5, 5, 7, 1)]
@@ -24,14 +24,9 @@ DEFORM_SHAPES = [(2, 2, 3, 6, 4, 5, 4, 2), (1, 1, 2, 3, 1, 1, 3, 2), (1, 3, 1, 6
 
 
 def _backends() -> List[Tuple[str, torch.device]]:
-    found = [('torch', torch.device('cpu'))]
-    if cpu_backend.available():
-        found.append(('cpu', torch.device('cpu')))
-    if torch.cuda.is_available():
-        found.append(('torch', torch.device('cuda')))
-        if _triton_ready():
-            found.append(('triton', torch.device('cuda')))
-    return found
+    """(backend, device) for every backend of the table that runs here, on every device."""
+    devices = [torch.device('cpu')] + ([torch.device('cuda')] if torch.cuda.is_available() else [])
+    return [(name, device) for device in devices for name in ready_backends(device.type)]
 
 
 def _max_err(got, want) -> float:
@@ -104,8 +99,8 @@ def _table(title: str, columns: str, shapes, check) -> int:
                 except Exception as exc:  # report and go on with the other backends
                     fwd = bwd = float('nan')
                     result = f'ERROR {type(exc).__name__}: {exc}'[:200]
-            if backend == 'triton' and library.triton_failed():
-                result = "FELL BACK to 'torch' (the Triton kernels failed here)"
+            if library.gave_up(backend):
+                result = f"FELL BACK to 'torch' (the {backend!r} kernels failed here)"
             fell = [str(m.message) for m in caught if 'sapa_mm' in str(m.message)]
             if fell and result == 'ok':
                 result = 'FELL BACK: ' + fell[0][:150]

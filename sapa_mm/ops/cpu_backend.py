@@ -8,7 +8,8 @@ uses the pure-PyTorch path.
 
 Same contract as :mod:`sapa_mm.ops.torch_backend`: inputs are upcast to float32
 (float64 stays float64), outputs are float32/float64 for ``correlate`` and the
-value's / gradient's dtype for ``aggregate`` / ``scatter``.
+value's / gradient's dtype for ``aggregate`` / ``scatter``. Inputs arrive checked and
+contiguous (:mod:`.library` makes them so).
 """
 import ctypes
 import functools
@@ -24,6 +25,7 @@ from typing import Optional
 
 import torch
 
+from .backends import Backend
 from .torch_backend import acc_dtype
 
 _SOURCE = Path(__file__).parent / 'csrc' / 'sapa_cpu.cpp'
@@ -101,11 +103,18 @@ def available() -> bool:
     return library() is not None
 
 
+def why_unavailable(kernel: str) -> Optional[str]:
+    """None if ``kernel``'s library builds here (SAPA-D's is a library of its own)."""
+    built = deform_library() if kernel.startswith('deform') else library()
+    return None if built is not None else 'the C++ kernel could not be built (no compiler?)'
+
+
 # Below this many multiply-adds a second thread costs more to start than it saves.
 _PARALLEL_WORK = 1 << 20
 
 
 def _run(name: str, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, shape: tuple) -> torch.Tensor:
+    assert a.is_contiguous() and b.is_contiguous(), 'the kernels read dense NCHW memory'
     fn = getattr(library(), f'sapa_{name}_{"f64" if out.dtype == torch.float64 else "f32"}')
     B, C, H, W, K, s = shape
     threads = torch.get_num_threads() if B * C * H * W * (K * s) ** 2 >= _PARALLEL_WORK else 1
@@ -117,14 +126,14 @@ def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     B, C, H, W = v.shape
     dt = acc_dtype(g, v)
     out = torch.empty(B, K * K, s * H, s * W, dtype=dt)
-    return _run('correlate', g.to(dt).contiguous(), v.to(dt).contiguous(), out, (B, C, H, W, K, s))
+    return _run('correlate', g.to(dt), v.to(dt), out, (B, C, H, W, K, s))
 
 
 def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     B, C, H, W = v.shape
     dt = acc_dtype(w, v)
     out = torch.empty(B, C, s * H, s * W, dtype=dt)
-    _run('aggregate', w.to(dt).contiguous(), v.to(dt).contiguous(), out, (B, C, H, W, K, s))
+    _run('aggregate', w.to(dt), v.to(dt), out, (B, C, H, W, K, s))
     return out.to(v.dtype)
 
 
@@ -132,7 +141,7 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
     B, C, sH, sW = g.shape
     dt = acc_dtype(w, g)
     out = torch.empty(B, C, sH // s, sW // s, dtype=dt)
-    _run('scatter', w.to(dt).contiguous(), g.to(dt).contiguous(), out, (B, C, sH // s, sW // s, K, s))
+    _run('scatter', w.to(dt), g.to(dt), out, (B, C, sH // s, sW // s, K, s))
     return out.to(g.dtype)
 
 
@@ -169,6 +178,7 @@ def _from_channels_last(t: torch.Tensor, shape, dtype: torch.dtype) -> torch.Ten
 
 
 def _deform_call(name: str, dt: torch.dtype, tensors, dims: tuple, work: int) -> None:
+    assert all(t.is_contiguous() for t in tensors), 'the kernels read dense memory'
     fn = getattr(deform_library(), f'sapa_deform_{name}_{"f64" if dt == torch.float64 else "f32"}')
     threads = torch.get_num_threads() if work >= _PARALLEL_WORK else 1
     fn(*(t.data_ptr() for t in tensors), *dims, threads)
@@ -180,7 +190,7 @@ def deform_forward(query, key, value, offset, G: int, s: int):
     P = offset.shape[1] // (2 * G)
     dt = acc_dtype(query, key, value, offset)
     q, k, v = (_channels_last(t, B, G, dt) for t in (query, key, value))
-    off = offset.to(dt).contiguous()
+    off = offset.to(dt)
     out = torch.empty(B, G, s * s * H * W, C // G, dtype=dt)
     attn = torch.empty(B, G, P, s * s * H * W, dtype=dt)
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
@@ -194,11 +204,17 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
     P = offset.shape[1] // (2 * G)
     dt = acc_dtype(query, key, value, offset)
     q, k, v, g = (_channels_last(t, B, G, dt) for t in (query, key, value, grad))
-    off = offset.to(dt).contiguous()
+    off = offset.to(dt)
     gq, gk, gv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
     goff = torch.empty_like(off)
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
-    _deform_call('backward', dt, (q, k, v, off, attn.to(dt).contiguous(), g, gq, gk, gv, goff), dims,
+    _deform_call('backward', dt, (q, k, v, off, attn.to(dt), g, gq, gk, gv, goff), dims,
                  grad.numel() * P * 8)
     return (*(_from_channels_last(g, t.shape, t.dtype) for g, t in ((gq, query), (gk, key), (gv, value))),
             goff.to(offset.dtype))
+
+
+BACKEND = Backend('cpu', __name__, device_types=('cpu',), why_unavailable=why_unavailable,
+                  warns_itself=True,  # _build's warning carries the compiler's output
+                  kernels=frozenset({'correlate', 'aggregate', 'scatter', 'deform_forward',
+                                     'deform_backward'}))

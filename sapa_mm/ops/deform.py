@@ -19,12 +19,12 @@ from typing import Optional
 
 import torch
 
-from . import cpu_backend, library
-from .sapa import standard_ops_only, _check_common, _check_hires, _trace_constant, resolve_backend
+from . import library
+from .sapa import _check_common, _check_hires, resolve_for, standard_ops_only
 from .torch_backend import deform_forward as deform_torch
 from .torch_backend import promoted_dtype
 
-__all__ = ['sapa_deform_upsample', 'deform_torch']
+__all__ = ['sapa_deform_upsample', 'deform_upsample_unchecked', 'deform_torch']
 
 
 # ---------------------------------------------------------------------------------
@@ -54,18 +54,6 @@ def _check_deform(query, key, value, offset, G: int, s: int) -> None:
                          f'offset {tuple(offset.shape)} vs query {tuple(query.shape)}')
 
 
-@_trace_constant
-def _deform_ready(name: str) -> str:
-    # Probing builds the C++ library: not something to trace.
-    if name == 'cpu' and cpu_backend.deform_library() is None:
-        return 'torch'  # _build has warned once
-    return name
-
-
-def _deform_backend(backend: Optional[str], device: torch.device) -> str:
-    return _deform_ready(resolve_backend(backend, device))
-
-
 def sapa_deform_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          offset: torch.Tensor, num_groups: int = 4, scale_factor: int = 2,
                          backend: Optional[str] = None) -> torch.Tensor:
@@ -87,9 +75,16 @@ def sapa_deform_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Te
         inputs. Differentiable in all four inputs.
     """
     _check_deform(query, key, value, offset, num_groups, scale_factor)
+    return deform_upsample_unchecked(query, key, value, offset, num_groups, scale_factor, backend)
+
+
+def deform_upsample_unchecked(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                              offset: torch.Tensor, num_groups: int, scale_factor: int,
+                              backend: Optional[str] = None) -> torch.Tensor:
+    """``sapa_deform_upsample`` for arguments a caller has already checked."""
     if standard_ops_only():
         out, _ = deform_torch(query, key, value, offset, num_groups, scale_factor)
         return out.to(promoted_dtype(query, key, value, offset))
-    backend = _deform_backend(backend, value.device)
+    backend = resolve_for(backend, value.device, 'deform_forward')
     out, _ = library.deform_upsample(query, key, value, offset, num_groups, scale_factor, backend)
     return out

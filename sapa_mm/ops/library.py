@@ -17,9 +17,11 @@ decompose into the window products, as a forward op and its backward op:
     deform_backward(grad, q, k, v, offset, attn, G, s, backend) -> (gq, gk, gv, goffset)
 
 Backends are kernels of the same op, chosen by the ``backend`` argument (a constant
-of the graph, resolved per device before the call): 'cpu' (the C++ kernel), 'triton'
-(CUDA) or 'torch'. One op per product rather than one per device keeps the choice
-explicit ('torch' on CPU stays selectable) and gives FLOP counters a single name.
+of the graph, resolved per device before the call) and looked up in the table of
+:mod:`.backends`: 'cpu' (the C++ kernel), 'triton' (CUDA) or 'torch'. One op per
+product rather than one per device keeps the choice explicit ('torch' on CPU stays
+selectable) and gives FLOP counters a single name. The ops trust their inputs: the
+public functions (:mod:`.sapa`, :mod:`.deform`) check them once.
 
 The three products are closed under differentiation (each one's gradients are the
 other two), so the backward formulas call the ops again: double backward works and
@@ -31,22 +33,24 @@ Without ``torch.library.custom_op`` (torch < 2.4) the same formulas run in plain
 ``autograd.Function``s over the raw kernels (``HAS_CUSTOM_OP`` is then False).
 """
 import warnings
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from . import cpu_backend, torch_backend, triton_backend
+from . import backends, torch_backend
+from . import triton_backend  # noqa: F401 (its kernels are reached as library.triton_backend)
+from .backends import Backend
 
 HAS_CUSTOM_OP = hasattr(torch.library, 'custom_op') and hasattr(torch.library, 'register_fake')
 
 # ---------------------------------------------------------------------------------
-# kernels: one module per backend, and the one-way fall-back from a failing Triton
+# kernels: the backend table, and the first-call check of the backends that ask for it
+# (Triton's: a GPU the kernels never ran on is checked, not trusted)
 
-_triton_failed = False
-# (kernel, dtype) pairs whose first Triton result in this process was compared with
-# the 'torch' kernel: a GPU the kernels were never run on is checked, not trusted
+_triton_failed = False  # a checked backend failed: the rest of the process runs 'torch'
+# (kernel, dtype) pairs whose first result in this process was compared with 'torch'
 _triton_checked = set()
 _TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}  # half / bfloat16: 2e-2
 
@@ -57,10 +61,9 @@ def triton_failed() -> bool:
     return _triton_failed
 
 
-def _module(backend: str) -> ModuleType:
-    if backend == 'triton' and not _triton_failed:
-        return triton_backend
-    return cpu_backend if backend == 'cpu' else torch_backend
+def gave_up(backend: str) -> bool:
+    """True once the first-call check moved ``backend`` to 'torch' in this process."""
+    return backends.get(backend).check_first_call and _triton_failed
 
 
 def _tensors(out):
@@ -80,82 +83,98 @@ def _disagreement(got, want) -> Optional[str]:
     return None
 
 
-def _run(backend: str, name: str, call, dtype: torch.dtype):
-    """``call(kernels of backend)``. Triton's first call per kernel and ``dtype`` is
+def _call(record: Backend, name: str, args: tuple):
+    """Kernel ``name`` of ``record`` on ``args``. A fused forward the backend does not
+    declare is composed from its products; a SAPA-D kernel it does not declare is
+    'torch''s (the dispatch never picks such a backend for SAPA-D)."""
+    kernel = record.kernel(name)
+    if kernel is not None:
+        return kernel(*args)
+    if name == 'upsample_forward':
+        q, k, v, K, s = args
+        attn = record.kernel('correlate')(q, k, K, s).softmax(1)  # float32 / float64
+        return record.kernel('aggregate')(attn, v, K, s), attn
+    return backends.get(backends.FALLBACK).kernel(name)(*args)
+
+
+def _run(backend: str, name: str, args: tuple, dtype: torch.dtype):
+    """Kernel ``name`` of ``backend`` on ``args`` (checked, contiguous).
+
+    A backend whose record asks for it has its first call per kernel and ``dtype``
     synchronised (an illegal memory access surfaces there, not at a later op) and
-    compared with the 'torch' kernel; a failure or a mismatch warns once and the
-    rest of the process runs on 'torch'."""
-    global _triton_failed
-    impl = _module(backend)
-    if impl is not triton_backend:
-        return call(impl)
+    compared with the 'torch' kernel. A failure is the kernel's only if 'torch' runs
+    the same call: then one warning, and the rest of the process runs on 'torch'. If
+    'torch' fails too, the input is at fault and the kernel's error propagates.
+    """
+    record = backends.get(backend)
+    if not record.check_first_call:
+        return _call(record, name, args)
+    fallback = backends.get(backends.FALLBACK)
+    if _triton_failed:
+        return _call(fallback, name, args)
+    first = (name, dtype) not in _triton_checked
     try:
-        out = call(impl)
-        if (name, dtype) not in _triton_checked:
-            if any(t.is_cuda for t in _tensors(out)):
-                torch.cuda.synchronize()
-            why = _disagreement(out, call(torch_backend))
-            if why is not None:
-                raise ArithmeticError(f'wrong result on its first call: {why}')
-            _triton_checked.add((name, dtype))
-        return out
+        out = _call(record, name, args)
+        if first and any(t.is_cuda for t in _tensors(out)):
+            torch.cuda.synchronize()
     except torch.cuda.OutOfMemoryError:
         raise  # the 'torch' path would not fit either
-    except Exception as exc:  # compile errors, out-of-resources, launch failures, mismatches
-        _triton_failed = True
-        warnings.warn(f'sapa_mm: the Triton kernel {name!r} failed on this GPU ({type(exc).__name__}: '
-                      f"{str(exc)[:300]}); using the 'torch' backend for the rest of this process.")
-        return call(torch_backend)
+    except Exception as exc:  # compile errors, out-of-resources, launch failures, bad input
+        try:
+            want = _call(fallback, name, args)
+        except Exception:
+            raise exc from None  # bad input: 'torch' rejects it too; the backend stays
+        return _give_up(record, name, exc, want)
+    if first:
+        want = _call(fallback, name, args)
+        why = _disagreement(out, want)
+        if why is not None:
+            return _give_up(record, name, ArithmeticError(f'wrong result on its first call: {why}'), want)
+        _triton_checked.add((name, dtype))
+    return out
 
 
-def _fused_forward(impl: ModuleType, q: Tensor, k: Tensor, v: Tensor, K: int, s: int):
-    if hasattr(impl, 'upsample_forward'):  # one kernel, the logits never stored
-        return impl.upsample_forward(q, k, v, K, s)
-    attn = impl.correlate(q, k, K, s).softmax(1)  # float32 / float64
-    return impl.aggregate(attn, v, K, s), attn
+def _give_up(record: Backend, name: str, exc: Exception, result):
+    global _triton_failed
+    _triton_failed = True
+    warnings.warn(f'sapa_mm: the {record.name!r} kernel {name!r} failed here ({type(exc).__name__}: '
+                  f"{str(exc)[:300]}); using the 'torch' backend for the rest of this process.")
+    return result
 
 
 def _c(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
-# Outputs are made contiguous: the fake kernels promise contiguous strides.
+# Inputs are made contiguous once here, for every backend's kernels; outputs too: the
+# fake kernels promise contiguous strides.
 def correlate_kernel(hi: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
-    hi, lo = _c(hi), _c(lo)
-    return _c(_run(backend, 'correlate', lambda impl: impl.correlate(hi, lo, K, s), hi.dtype))
+    return _c(_run(backend, 'correlate', (_c(hi), _c(lo), K, s), hi.dtype))
 
 
 def aggregate_kernel(w: Tensor, lo: Tensor, K: int, s: int, backend: str) -> Tensor:
-    w, lo = _c(w), _c(lo)
-    return _c(_run(backend, 'aggregate', lambda impl: impl.aggregate(w, lo, K, s), lo.dtype))
+    return _c(_run(backend, 'aggregate', (_c(w), _c(lo), K, s), lo.dtype))
 
 
 def scatter_kernel(w: Tensor, hi: Tensor, K: int, s: int, backend: str) -> Tensor:
-    w, hi = _c(w), _c(hi)
-    return _c(_run(backend, 'scatter', lambda impl: impl.scatter(w, hi, K, s), hi.dtype))
+    return _c(_run(backend, 'scatter', (_c(w), _c(hi), K, s), hi.dtype))
 
 
 def upsample_kernel(q: Tensor, k: Tensor, v: Tensor, K: int, s: int, backend: str) -> Tuple[Tensor, Tensor]:
-    q, k, v = _c(q), _c(k), _c(v)
-    out, attn = _run(backend, 'upsample_forward', lambda impl: _fused_forward(impl, q, k, v, K, s),
-                     v.dtype)
+    out, attn = _run(backend, 'upsample_forward', (_c(q), _c(k), _c(v), K, s), v.dtype)
     return _c(out), _c(attn)
-
 
 
 def deform_upsample_kernel(q: Tensor, k: Tensor, v: Tensor, offset: Tensor, G: int, s: int,
                            backend: str) -> Tuple[Tensor, Tensor]:
-    q, k, v, offset = _c(q), _c(k), _c(v), _c(offset)
-    out, attn = _run(backend, 'deform_forward', lambda impl: impl.deform_forward(q, k, v, offset, G, s),
-                     v.dtype)
+    out, attn = _run(backend, 'deform_forward', (_c(q), _c(k), _c(v), _c(offset), G, s), v.dtype)
     return _c(out.to(torch_backend.promoted_dtype(q, k, v, offset))), _c(attn)
 
 
 def deform_backward_kernel(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, offset: Tensor, attn: Tensor,
                            G: int, s: int, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    grad, q, k, v, offset, attn = (_c(t) for t in (grad, q, k, v, offset, attn))
-    grads = _run(backend, 'deform_backward',
-                 lambda impl: impl.deform_backward(grad, q, k, v, offset, attn, G, s), v.dtype)
+    grads = _run(backend, 'deform_backward', tuple(_c(t) for t in (grad, q, k, v, offset, attn)) + (G, s),
+                 v.dtype)
     return tuple(_c(g.to(t.dtype)) for g, t in zip(grads, (q, k, v, offset)))
 
 
@@ -170,8 +189,11 @@ def _attn_not_differentiable():
 def _softmax_backward_(grad_attn: Tensor, attn: Tensor) -> Tensor:
     """In place: grad_attn <- attn * (grad_attn - sum_n attn * grad_attn), the logit gradient.
 
-    The sum over the taps runs tap by tap, so no attention-sized temporary is made.
+    The sum over the taps runs tap by tap, so no attention-sized temporary is made. A
+    backward that builds a graph (double backward) gets the same formula out of place.
     """
+    if torch.is_grad_enabled():
+        return attn * (grad_attn - (attn * grad_attn).sum(1, keepdim=True))
     dot = torch.zeros_like(attn[:, 0])
     for n in range(attn.shape[1]):
         dot.addcmul_(grad_attn[:, n], attn[:, n])
@@ -333,7 +355,7 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
             return kernel(a, b, K, s, backend)
 
         def backward(ctx, grad):
-            return (*grads_fn(_FNS, _c(grad), *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad),
+            return (*grads_fn(_FNS, grad, *ctx.saved_tensors, *ctx.cfg, ctx.needs_input_grad),
                     None, None, None)
         return type(name, (torch.autograd.Function,),
                     dict(forward=staticmethod(forward), backward=staticmethod(backward))).apply
@@ -357,7 +379,7 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
         @once_differentiable
         def backward(ctx, grad, grad_attn):
             q, k, v, attn = ctx.saved_tensors
-            return (*upsample_grads(_RAW, _c(grad), None, _c(q), _c(k), _c(v), attn, *ctx.cfg,
+            return (*upsample_grads(_RAW, grad, None, q, k, v, attn, *ctx.cfg,
                                     ctx.needs_input_grad), None, None, None)
 
     upsample = sapa_mm_upsample.apply
@@ -382,4 +404,4 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
     deform_backward = deform_backward_kernel
 
 __all__ = ['HAS_CUSTOM_OP', 'correlate', 'aggregate', 'scatter', 'upsample', 'deform_upsample',
-           'deform_backward', 'triton_failed']
+           'deform_backward', 'triton_failed', 'gave_up']

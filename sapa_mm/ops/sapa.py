@@ -8,33 +8,30 @@ over the K x K window N(p) of low-resolution pixels centred on (y // s, x // s).
 Out-of-image taps take logit 0 (they stay in the softmax) and value 0, exactly as
 zero-padding k and v before unfolding (docs/design.md).
 
-Backends implement three window products (see :mod:`.torch_backend`); the
-dispatcher ops of :mod:`.library` compose them, so every backend gets the same exact
-gradients:
+Backends (the table of :mod:`.backends`) implement three window products (see
+:mod:`.torch_backend`); the dispatcher ops of :mod:`.library` compose them, so every
+backend gets the same exact gradients:
 
     forward:  attn = softmax(correlate(q, k));  out = aggregate(attn, v)
     backward: ga = correlate(g, v);  gl = attn * (ga - sum_n attn * ga)
               gv = scatter(attn, g);  gq = aggregate(gl, k);  gk = scatter(gl, q)
 
-This module checks arguments and picks the backend; ONNX and torch.export get the
-'torch' path inline, so they record standard ops only.
+This module checks arguments (once per call: the ops and kernels trust them) and
+picks the backend; ONNX and torch.export get the 'torch' path inline, so they record
+standard ops only.
 """
 import logging
 import os
-import sys
 import warnings
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
-from . import cpu_backend, library, torch_backend, triton_backend
+from . import backends, library, torch_backend
+from . import triton_backend  # noqa: F401 (a name tests and tools reach the module by)
+from .backends import FALLBACK
 
-BACKENDS = ('torch', 'cpu', 'triton')
-
-
-def _triton_ready() -> bool:
-    return (getattr(triton_backend, 'AVAILABLE', False) and torch.cuda.is_available()
-            and not library.triton_failed())
+BACKENDS = tuple(backends.table())  # ('torch', 'cpu', 'triton')
 
 
 def standard_ops_only() -> bool:
@@ -49,25 +46,49 @@ def standard_ops_only() -> bool:
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     """The backend that runs on ``device``: explicit name > $SAPA_BACKEND > best available.
 
-    The best available is 'triton' for CUDA tensors, 'cpu' for CPU tensors, 'torch'
-    elsewhere. An explicit ``backend`` that cannot run on the device is an error;
-    $SAPA_BACKEND is a preference: where it cannot run (``=cpu`` with CUDA tensors,
-    ``=triton`` on CPU) the best available runs, with one warning. A backend that
-    should run but is unavailable (no compiler, no Triton) falls back to 'torch' with a
-    warning: a missing tool never stops a model.
+    The best available is the first backend of the table (:mod:`.backends`) made for
+    the device that can run here — 'cpu' for CPU tensors, 'triton' for CUDA tensors —
+    and 'torch' elsewhere. An explicit ``backend`` that cannot run on the device is an
+    error; $SAPA_BACKEND is a preference: where it cannot run (``=cpu`` with CUDA
+    tensors, ``=triton`` on CPU) the best available runs, with one warning. A backend
+    that should run but is unavailable (no compiler, no Triton) falls back to 'torch'
+    with a warning: a missing tool never stops a model.
     """
+    return resolve_for(backend, device, 'correlate')
+
+
+def resolve_for(backend: Optional[str], device: torch.device, kernel: str) -> str:
+    """``resolve_backend`` for the op whose kernel is ``kernel`` ('correlate' for SAPA,
+    'deform_forward' for SAPA-D)."""
     if old_dynamo_tracing():
-        return 'torch'  # torch < 2.4: a plain Function around a ctypes call cannot be traced
+        return FALLBACK  # torch < 2.4: a plain Function around a ctypes call cannot be traced
     from_env = backend is None and bool(os.environ.get('SAPA_BACKEND'))
     name = backend or os.environ.get('SAPA_BACKEND') or None
-    if name is not None and name not in BACKENDS:
-        where = '$SAPA_BACKEND' if from_env else 'backend'
-        raise ValueError(f'{where} must be one of {BACKENDS} or None, got {name!r}')
-    fits = {'cpu': device.type == 'cpu', 'triton': device.type == 'cuda'}.get(name, True)
+    fits = _fits(name, device.type, '$SAPA_BACKEND' if from_env else 'backend')
     if not fits and not from_env:
-        raise ValueError(f"backend {name!r} runs on {'CPU' if name == 'cpu' else 'CUDA'} tensors, "
+        raise ValueError(f'backend {name!r} runs on {backends.get(name).devices} tensors, '
                          f'got tensors on {device}')
-    return _ready_backend(name if fits else None, device.type, None if fits else name)
+    return _ready_backend(name if fits else None, device.type, kernel, None if fits else name)
+
+
+def why_not_ready(backend: str, kernel: str = 'correlate') -> Optional[str]:
+    """None if ``backend`` runs ``kernel`` in this process, else why not."""
+    record = backends.get(backend)
+    if kernel not in record.kernels:
+        return f'it has no {kernel} kernel'
+    if library.gave_up(backend):
+        return 'its kernels failed here (see the warning above)'
+    return record.why_unavailable(kernel)
+
+
+def ready_backends(device_type: str, kernel: str = 'correlate') -> List[str]:
+    """The backends that run ``kernel`` on ``device_type`` tensors here, in table order."""
+    return [name for name, record in backends.table().items()
+            if record.runs_on(device_type) and why_not_ready(name, kernel) is None]
+
+
+def _triton_ready() -> bool:
+    return why_not_ready('triton') is None
 
 
 def old_dynamo_tracing() -> bool:
@@ -99,31 +120,47 @@ _announced = set()  # device types whose backend choice was logged / warned abou
 
 
 @_trace_constant
-def _ready_backend(name: Optional[str], device_type: str, unfit: Optional[str] = None) -> str:
+def _fits(name: Optional[str], device_type: str, where: str) -> bool:
+    """Whether backend ``name`` (None: the best one) runs on ``device_type`` tensors;
+    an unknown name is an error naming ``where`` it came from."""
+    if name is None:
+        return True
+    if name not in backends.table():
+        raise ValueError(f'{where} must be one of {tuple(backends.table())} or None, got {name!r}')
+    return backends.get(name).runs_on(device_type)
+
+
+@_trace_constant
+def _ready_backend(name: Optional[str], device_type: str, kernel: str = 'correlate',
+                   unfit: Optional[str] = None) -> str:
     # Probing builds the C++ library or imports triton: not something to trace.
     if name is None:
-        if device_type == 'cuda' and _triton_ready():
-            chosen, why = 'triton', 'the default on CUDA'
-        elif device_type == 'cpu' and cpu_backend.available():
-            chosen, why = 'cpu', 'the default on CPU'
-        else:
-            chosen = 'torch'
-            why = {'cuda': 'Triton is not installed or failed on this GPU (pip install triton '
-                           'for the fast kernels)',
-                   'cpu': 'the C++ kernel could not be built (no compiler?)'}.get(
-                       device_type, f'no fast kernel for {device_type} tensors')
+        chosen, why, warn = _best(device_type, kernel)
         if unfit is not None:
             why = f'$SAPA_BACKEND={unfit} cannot run on {device_type} tensors; {why}'
-        # (a CPU without a compiler has had cpu_backend's own warning)
-        _announce(device_type, chosen, why, warn=unfit is not None or (
-            chosen == 'torch' and device_type == 'cuda'))
+        _announce(device_type, chosen, why, warn=warn or unfit is not None)
         return chosen
-    ready = cpu_backend.available() if name == 'cpu' else (name != 'triton' or _triton_ready())
-    if not ready:
+    if why_not_ready(name, kernel) is not None:
         warnings.warn(f"sapa_mm: backend {name!r} is unavailable here; using 'torch'.")
-        return 'torch'
+        return FALLBACK
     _announce(device_type, name, 'requested')
     return name
+
+
+def _best(device_type: str, kernel: str):
+    """(backend, why, warn): the first backend made for ``device_type`` that runs here,
+    else 'torch' with the reasons; ``warn`` if the fallback deserves a warning (the
+    unavailable backends that warn themselves have done so)."""
+    reasons, warn = [], False
+    for name, record in backends.table().items():
+        if device_type not in record.device_types:
+            continue  # 'torch', made for no device in particular, is the fallback
+        why = why_not_ready(name, kernel)
+        if why is None:
+            return name, f'the default on {record.devices}', False
+        reasons.append(why)
+        warn = warn or not record.warns_itself
+    return FALLBACK, '; '.join(reasons) or f'no fast kernel for {device_type} tensors', warn
 
 
 def _announce(device_type: str, backend: str, why: str, warn: bool = False) -> None:
@@ -191,7 +228,9 @@ def _check_weights_value(weights: torch.Tensor, value: torch.Tensor, K: int, s: 
 
 
 # ---------------------------------------------------------------------------------
-# public API
+# public API: each function checks its arguments once, then dispatches; the
+# ``*_unchecked`` entries dispatch arguments a caller has already checked (a layer
+# builds them from inputs it checked itself)
 
 def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5,
                     scale_factor: int = 2, backend: Optional[str] = None) -> torch.Tensor:
@@ -201,6 +240,11 @@ def sapa_similarity(query: torch.Tensor, key: torch.Tensor, kernel_size: int = 5
     """
     _check_common(kernel_size, scale_factor, query=query, key=key)
     _check_qk(query, key, scale_factor)
+    return similarity_unchecked(query, key, kernel_size, scale_factor, backend)
+
+
+def similarity_unchecked(query: torch.Tensor, key: torch.Tensor, kernel_size: int,
+                         scale_factor: int, backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(query, key)
     if standard_ops_only():
         return torch_backend.correlate(query, key, kernel_size, scale_factor).to(out_dtype)
@@ -213,6 +257,11 @@ def sapa_aggregate(weights: torch.Tensor, value: torch.Tensor, kernel_size: int 
     """Window sums ``sum_n w_pn v_n``: (B, K², sH, sW), (B, C, H, W) -> (B, C, sH, sW)."""
     _check_common(kernel_size, scale_factor, weights=weights, value=value)
     _check_weights_value(weights, value, kernel_size, scale_factor)
+    return aggregate_unchecked(weights, value, kernel_size, scale_factor, backend)
+
+
+def aggregate_unchecked(weights: torch.Tensor, value: torch.Tensor, kernel_size: int,
+                        scale_factor: int, backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(weights, value)
     if standard_ops_only():
         return torch_backend.aggregate(weights, value, kernel_size, scale_factor).to(out_dtype)
@@ -242,6 +291,12 @@ def sapa_upsample(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if value.shape[2:] != key.shape[2:]:
         raise ValueError(f'value and key must have the same spatial size: '
                          f'value {tuple(value.shape)} vs key {tuple(key.shape)}')
+    return upsample_unchecked(query, key, value, kernel_size, scale_factor, backend)
+
+
+def upsample_unchecked(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       kernel_size: int, scale_factor: int,
+                       backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(query, key, value)
     if standard_ops_only():
         attn = torch_backend.correlate(query, key, kernel_size, scale_factor).softmax(1)

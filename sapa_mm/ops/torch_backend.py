@@ -22,6 +22,8 @@ from typing import Iterator, Tuple
 import torch
 import torch.nn.functional as F
 
+from .backends import Backend
+
 
 def acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if any input is float64, else float32: the accumulation type."""
@@ -203,3 +205,8 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
         goff[:, :, p, 1] = gy.view(B, G, *off.shape[4:])
     return (gq.reshape(query.shape).to(query.dtype), gk.reshape(key.shape).to(key.dtype),
             gvv.reshape(value.shape).to(value.dtype), goff.reshape(offset.shape).to(offset.dtype))
+
+
+BACKEND = Backend('torch', __name__, device_types=(), why_unavailable=lambda kernel: None,
+                  kernels=frozenset({'correlate', 'aggregate', 'scatter', 'deform_forward',
+                                     'deform_backward'}))

@@ -15,16 +15,19 @@ Same contract as :mod:`sapa_mm.ops.torch_backend`. With ``r = K // 2`` and tap
   gradients with atomic adds (the rest is gathered, deterministic).
 
 Every kernel accumulates in float32 (float64 when an input is float64) whatever the
-storage dtype, so half inputs and float32 weights mix freely.
+storage dtype, so half inputs and float32 weights mix freely. Inputs arrive checked and
+contiguous (the public functions check them, :mod:`.library` makes them contiguous);
+the assertions here only keep a wrong direct call from reading out of bounds.
 
 The module imports without triton (``AVAILABLE`` is then False) and without a GPU;
 the test-suite runs the kernels on CPU tensors through ``TRITON_INTERPRET=1``.
 """
 import contextlib
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
+from .backends import Backend
 from .torch_backend import acc_dtype, promoted_dtype
 
 try:
@@ -419,21 +422,12 @@ def _channel_block(C: int) -> int:
     return max(1, min(_CHANNEL_BLOCK, triton.next_power_of_2(C)))
 
 
-def _check(K: int, s: int, low_shape, high: torch.Tensor) -> None:
-    """Validate K, s and that ``high`` is the s-times upsampled grid of ``low_shape``."""
-    if not AVAILABLE:
-        raise RuntimeError('sapa_mm.ops.triton_backend needs triton; install it '
-                           '(pip install triton) or use the PyTorch backend')
-    if K < 1 or K % 2 != 1:
-        raise ValueError(f'kernel size must be odd and positive, got {K}')
-    if s < 1:
-        raise ValueError(f'scale factor must be a positive integer, got {s}')
-    if len(low_shape) != 4 or high.dim() != 4:
-        raise ValueError('SAPA primitives take 4-d (B, C, H, W) tensors')
-    B, _, H, W = low_shape
-    if high.shape[0] != B or tuple(high.shape[2:]) != (s * H, s * W):
-        raise ValueError(f'high-res tensor of shape {tuple(high.shape)} does not match '
-                         f'the low-res {tuple(low_shape)} at scale {s}')
+def _on_grid(high: torch.Tensor, low: torch.Tensor, s: int, channels: Optional[int] = None) -> bool:
+    """``high`` is dense and on the s-times grid of dense ``low`` (same batch), with
+    ``channels`` channels (default: ``low``'s): the layout the kernels index."""
+    return (high.is_contiguous() and low.is_contiguous() and high.shape[0] == low.shape[0]
+            and high.shape[1] == (low.shape[1] if channels is None else channels)
+            and tuple(high.shape[2:]) == (s * low.shape[2], s * low.shape[3]))
 
 
 def _on_device(t: torch.Tensor):
@@ -450,11 +444,8 @@ def correlate(g: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     Returns:
         (B, K², sH, sW), float32 (float64 if an input is float64).
     """
-    _check(K, s, v.shape, g)
-    g, v = g.contiguous(), v.contiguous()
+    assert _on_grid(g, v, s)
     B, C, H, W = v.shape
-    if g.shape[1] != C:
-        raise ValueError(f'channel counts differ: {g.shape[1]} vs {C}')
     acc = acc_dtype(g, v)
     out = torch.empty(B, K * K, s * H, s * W, device=v.device, dtype=acc)
     if out.numel() == 0:
@@ -476,11 +467,8 @@ def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     Returns:
         (B, C, sH, sW) of ``v.dtype``.
     """
-    _check(K, s, v.shape, w)
-    w, v = w.contiguous(), v.contiguous()
+    assert _on_grid(w, v, s, K * K)
     B, C, H, W = v.shape
-    if w.shape[1] != K * K:
-        raise ValueError(f'weights have {w.shape[1]} taps, expected {K * K}')
     out = torch.empty(B, C, s * H, s * W, device=v.device, dtype=v.dtype)
     if out.numel() == 0:
         return out
@@ -501,11 +489,8 @@ def scatter(w: torch.Tensor, g: torch.Tensor, K: int, s: int) -> torch.Tensor:
     """
     B, C, sH, sW = g.shape
     H, W = sH // s, sW // s
-    _check(K, s, (B, C, H, W), g)
-    w, g = w.contiguous(), g.contiguous()
-    if tuple(w.shape) != (B, K * K, sH, sW):
-        raise ValueError(f'weights of shape {tuple(w.shape)} do not match '
-                         f'{(B, K * K, sH, sW)}')
+    assert sH % s == 0 and sW % s == 0 and g.is_contiguous() and w.is_contiguous()
+    assert tuple(w.shape) == (B, K * K, sH, sW)
     out = torch.empty(B, C, H, W, device=g.device, dtype=g.dtype)
     if out.numel() == 0:
         return out
@@ -532,11 +517,7 @@ def upsample_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, K: int,
         ``out`` (B, C, sH, sW) of ``v.dtype`` and ``attn`` (B, K², sH, sW), float32
         (float64 if an input is float64), kept for the backward.
     """
-    _check(K, s, k.shape, q)
-    _check(K, s, v.shape, q)
-    if q.shape[1] != k.shape[1]:
-        raise ValueError(f'query and key dims differ: {q.shape[1]} vs {k.shape[1]}')
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    assert _on_grid(q, k, s) and _on_grid(q, v, s, q.shape[1])
     B, C, H, W = v.shape
     D = k.shape[1]
     acc = acc_dtype(q, k, v)
@@ -567,25 +548,12 @@ def _deform_blocks(P: int) -> Tuple[int, int]:
     return block_pp, max(16, min(128, _DEFORM_TILE // block_pp))
 
 
-def _check_deform(query, key, value, offset, G: int, s: int) -> int:
-    """Validate the SAPA-D shapes (see :mod:`sapa_mm.ops.deform`); returns P."""
-    if not AVAILABLE:
-        raise RuntimeError('sapa_mm.ops.triton_backend needs triton; install it '
-                           '(pip install triton) or use the PyTorch backend')
-    if G < 1 or s < 1:
-        raise ValueError(f'groups and scale factor must be positive, got G={G}, s={s}')
-    if any(t.dim() != 4 for t in (query, key, value, offset)):
-        raise ValueError('SAPA-D takes 4-d (B, C, H, W) tensors')
-    B, C, H, W = value.shape
-    _check(1, s, key.shape, query)
-    _check(1, s, value.shape, offset)
-    if key.shape[2:] != value.shape[2:] or key.shape[0] != B:
-        raise ValueError(f'key {tuple(key.shape)} and value {tuple(value.shape)} differ in size')
-    if query.shape[1] != key.shape[1] or key.shape[1] % G or C % G:
-        raise ValueError(f'query/key channels {query.shape[1]}/{key.shape[1]} and value '
-                         f'channels {C} must match and divide into G={G} groups')
-    if offset.shape[1] == 0 or offset.shape[1] % (2 * G):
-        raise ValueError(f'offset has {offset.shape[1]} channels, not G·P·2 with G={G}')
+def _deform_points(query, key, value, offset, G: int, s: int) -> int:
+    """P, the points per group, after asserting the layout the SAPA-D kernels index."""
+    assert _on_grid(query, key, s) and _on_grid(offset, value, s, offset.shape[1])
+    assert key.shape[0] == value.shape[0] and key.shape[2:] == value.shape[2:]
+    assert key.shape[1] % G == 0 and value.shape[1] % G == 0
+    assert offset.shape[1] % (2 * G) == 0 and tuple(offset.shape[2:]) == tuple(query.shape[2:])
     return offset.shape[1] // (2 * G)
 
 
@@ -602,8 +570,7 @@ def deform_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         ``out`` (B, C, sH, sW) in the promoted dtype of the inputs and ``attn``
         (B, G, P, sH·sW), float32 (float64 if an input is float64).
     """
-    P = _check_deform(query, key, value, offset, G, s)
-    query, key, value, offset = (t.contiguous() for t in (query, key, value, offset))
+    P = _deform_points(query, key, value, offset, G, s)
     B, C, H, W = value.shape
     acc = acc_dtype(query, key, value, offset)
     out = torch.empty(B, C, s * H, s * W, device=value.device,
@@ -630,13 +597,10 @@ def deform_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
     pixels, which the offsets choose freely, with float32 (float64) atomic adds: their
     summation order, hence their last bits, can vary from run to run on a GPU.
     """
-    P = _check_deform(query, key, value, offset, G, s)
-    query, key, value, offset, grad = (t.contiguous() for t in (query, key, value, offset, grad))
-    attn = attn.contiguous()
+    P = _deform_points(query, key, value, offset, G, s)
     B, C, H, W = value.shape
-    if tuple(grad.shape) != (B, C, s * H, s * W) or tuple(attn.shape) != (B, G, P, s * s * H * W):
-        raise ValueError(f'grad {tuple(grad.shape)} / attention {tuple(attn.shape)} do not match '
-                         f'the output {(B, C, s * H, s * W)} / {(B, G, P, s * s * H * W)}')
+    assert _on_grid(grad, value, s) and attn.is_contiguous()
+    assert tuple(attn.shape) == (B, G, P, s * s * H * W)
     acc = acc_dtype(query, key, value, offset, grad)
     gq = torch.empty(query.shape, device=query.device, dtype=acc)
     goff = torch.empty(offset.shape, device=offset.device, dtype=acc)
@@ -653,3 +617,15 @@ def deform_backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
         gq.zero_()
         goff.zero_()
     return (gq.to(query.dtype), gk.to(key.dtype), gv.to(value.dtype), goff.to(offset.dtype))
+
+
+def why_unavailable(kernel: str) -> Optional[str]:
+    if AVAILABLE and torch.cuda.is_available():
+        return None
+    return 'Triton is not installed or torch sees no GPU (pip install triton for the fast kernels)'
+
+
+BACKEND = Backend('triton', __name__, device_types=('cuda',), why_unavailable=why_unavailable,
+                  check_first_call=True,  # a GPU the kernels never ran on is checked, not trusted
+                  kernels=frozenset({'correlate', 'aggregate', 'scatter', 'upsample_forward',
+                                     'deform_forward', 'deform_backward'}))

@@ -110,15 +110,16 @@ class BoundaryIoUMetric(BaseMetric):
         dilation_ratio (float, optional): Cheng et al.'s bands instead, of width
             ``ratio * image diagonal`` (the paper rows: 0.02); see the module docstring.
         ignore_index (int): label value that is ignored (default 255).
-        prefix (str, optional): metric name prefix.
-        collect_device (str): where results are gathered in distributed runs.
+        collect_device, prefix, collect_dir: mmengine's ``BaseMetric`` options.
+
+    Any other option is an error (a misspelt one would otherwise go unnoticed).
     """
     default_prefix: Optional[str] = None
 
     def __init__(self, boundary_width: int = 2, dilation_ratio: Optional[float] = None,
                  ignore_index: int = 255, collect_device: str = 'cpu',
-                 prefix: Optional[str] = None, **kwargs):
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 prefix: Optional[str] = None, collect_dir: Optional[str] = None):
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         if int(boundary_width) < 1:
             raise ValueError(f'boundary_width must be >= 1, got {boundary_width}')
         if dilation_ratio is not None and not 0 < dilation_ratio < 1:
@@ -161,12 +162,15 @@ class SegLossMetric(BaseMetric):
     left out, so that training and validation losses can be plotted side by side (a
     rising validation loss is over-fitting). Reported as ``val_ce``: mmengine's log
     processor averages every key containing "loss" over a window of past values, which
-    would smooth a validation loss across validations."""
+    would smooth a validation loss across validations.
+
+    Options: ``ignore_index`` (default 255) and mmengine's ``BaseMetric`` options
+    ``collect_device``, ``prefix``, ``collect_dir``; any other is an error."""
     default_prefix: Optional[str] = None
 
     def __init__(self, ignore_index: int = 255, collect_device: str = 'cpu',
-                 prefix: Optional[str] = None, **kwargs):
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 prefix: Optional[str] = None, collect_dir: Optional[str] = None):
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.ignore_index = ignore_index
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:

@@ -6,7 +6,8 @@ import torch.nn as nn
 from mmseg.models.decode_heads import SegformerHead
 from mmseg.registry import MODELS
 
-from ..layers.guided import build_guided_upsampler, init_upsampler, is_interpolation_cfg
+from ..layers.guided import build_guided_upsampler, is_interpolation_cfg
+from ..layers.steps import UpsamplerSteps
 
 
 @MODELS.register_module()
@@ -34,10 +35,9 @@ class GuidedSegformerHead(SegformerHead):
         self.cascade = not is_interpolation_cfg(self.upsample_cfg)
         if self.cascade:
             self.upsamplers = nn.ModuleList(
-                nn.ModuleList(
-                    build_guided_upsampler(self.upsample_cfg, self.channels, self.channels,
-                                           scale_factor=2, align_corners=self.align_corners)
-                    for _ in range(i)) for i in range(1, len(self.in_channels)))
+                UpsamplerSteps(self.upsample_cfg, [self.channels] * i,
+                               align_corners=self.align_corners, owner='GuidedSegformerHead')
+                for i in range(1, len(self.in_channels)))
         else:
             self.resizer = build_guided_upsampler(self.upsample_cfg, self.channels,
                                                   align_corners=self.align_corners)
@@ -45,9 +45,8 @@ class GuidedSegformerHead(SegformerHead):
     def init_weights(self):
         super().init_weights()
         if self.cascade:
-            for steps in self.upsamplers:
-                for up in steps:
-                    init_upsampler(up)
+            for steps in self.upsamplers:  # a ModuleList of them: not a direct child
+                steps.init_weights()
 
     def forward(self, inputs):
         inputs = self._transform_inputs(inputs)
@@ -56,8 +55,9 @@ class GuidedSegformerHead(SegformerHead):
             outs = [projected[0]]
             for i in range(1, len(projected)):
                 y = projected[i]
-                for t, up in enumerate(self.upsamplers[i - 1]):
-                    y = up(y, projected[i - 1 - t])
+                steps = self.upsamplers[i - 1]
+                for t in range(len(steps)):
+                    y = steps.step(t, y, projected[i - 1 - t])
                 outs.append(y)
         else:  # stock: every stage resized to stage 1's size (the guide gives the size)
             outs = [self.resizer(p, inputs[0]) for p in projected]

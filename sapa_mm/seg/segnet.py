@@ -27,7 +27,7 @@ from mmengine.model import BaseModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 
-from ..layers.guided import build_guided_upsampler, init_upsampler
+from ..layers.steps import UpsamplerSteps
 
 __all__ = ['SegNetEncoder', 'SegNetHead']
 
@@ -84,19 +84,13 @@ class SegNetHead(BaseDecodeHead):
                          input_transform='multiple_select', **kwargs)
         self.upsample_cfg = dict(type='nearest') if upsample_cfg is None else upsample_cfg
         outs = [self.channels] + widths[:-1]  # step i ends at the next step's width
-        self.upsamplers = nn.ModuleList(
-            build_guided_upsampler(self.upsample_cfg, w, w, scale_factor=2,
-                                   align_corners=self.align_corners) for w in widths)
+        self.upsamplers = UpsamplerSteps(self.upsample_cfg, widths, align_corners=self.align_corners,
+                                         owner='SegNetHead')
         self.decoders = nn.ModuleList(
             _conv_block(w, o, num_convs, self.norm_cfg) for w, o in zip(widths, outs))
-
-    def init_weights(self):
-        super().init_weights()
-        for up in self.upsamplers:
-            init_upsampler(up)
 
     def forward(self, inputs):
         *stages, y = self._transform_inputs(inputs)
         for i in reversed(range(len(stages))):
-            y = self.decoders[i](self.upsamplers[i](y, stages[i]))
+            y = self.decoders[i](self.upsamplers.step(i, y, stages[i]))
         return self.cls_seg(y)

@@ -2,12 +2,11 @@
 from typing import Optional
 
 import torch
-import torch.nn as nn
 from mmseg.models.decode_heads import UPerHead
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from ..layers.guided import build_guided_upsampler, init_upsampler, upsample_step
+from ..layers.steps import UpsamplerSteps
 
 
 @MODELS.register_module()
@@ -19,7 +18,7 @@ class GuidedUPerHead(UPerHead):
     fusion of the FPN outputs to 1/4 scale stays bilinear, as in the paper. Levels
     more than 2x apart: x is first resized bilinearly to half the guide's size;
     levels less than 2x apart are an error with a learned upsampler
-    (``sapa_mm.layers.guided.upsample_step``).
+    (``UpsamplerSteps.step``).
 
     Args:
         upsample_cfg: any upsampler of ``sapa_mm.layers.guided`` (``dict(type='SAPA',
@@ -31,15 +30,8 @@ class GuidedUPerHead(UPerHead):
     def __init__(self, upsample_cfg: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
         self.upsample_cfg = dict(type='bilinear') if upsample_cfg is None else upsample_cfg
-        self.upsamplers = nn.ModuleList(
-            build_guided_upsampler(self.upsample_cfg, self.channels, self.channels,
-                                   scale_factor=2, align_corners=self.align_corners)
-            for _ in range(len(self.in_channels) - 1))
-
-    def init_weights(self):
-        super().init_weights()
-        for up in self.upsamplers:
-            init_upsampler(up)
+        self.upsamplers = UpsamplerSteps(self.upsample_cfg, [self.channels] * (len(self.in_channels) - 1),
+                                         align_corners=self.align_corners, owner='GuidedUPerHead')
 
     def _forward_feature(self, inputs):
         inputs = self._transform_inputs(inputs)
@@ -48,9 +40,8 @@ class GuidedUPerHead(UPerHead):
 
         n = len(laterals)
         for i in range(n - 1, 0, -1):  # top-down
-            laterals[i - 1] = laterals[i - 1] + upsample_step(
-                self.upsamplers[i - 1], laterals[i], laterals[i - 1], 2, 'GuidedUPerHead',
-                f'level {i} -> {i - 1}: ')
+            laterals[i - 1] = laterals[i - 1] + self.upsamplers.step(i - 1, laterals[i],
+                                                                     laterals[i - 1])
 
         fpn_outs = [self.fpn_convs[i](laterals[i]) for i in range(n - 1)]
         fpn_outs.append(laterals[-1])

@@ -9,8 +9,8 @@ G = 4 groups, P = 9 points) side by side:
 
     python tools/benchmark_op.py                 # CPU, 2 threads, docs/design.md setting + sweep
     python tools/benchmark_op.py --device cuda   # GPU setting of the Triton issue, fp32 + fp16
-    python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256:
-                                                 # bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U
+    python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256
+                                                 # (which: --modules below)
     python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
     python tools/benchmark_op.py --parts         # SAPA-B module and its parts timed apart
     python tools/benchmark_op.py --models A.py B.py [--shape H W] [--batch N]
@@ -32,6 +32,22 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import cpu_backend, sapa, sapa_deform_upsample, sapa_upsample, upsample_reference
+
+# the upsamplers of --modules, in table order: name -> upsample_cfg (``backend`` is added
+# to the ones that take it)
+MODULES = {
+    'bilinear': dict(type='bilinear', align_corners=False),
+    'CARAFE': dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=64),
+    'SAPA-B': dict(type='SAPA', kernel_size=5, embed_dim=32, variant='B'),
+    'SAPA-D': dict(type='SAPA', embed_dim=32, variant='D', num_groups=4, num_points=9),
+    'FADE': dict(type='FADE'),
+    'FADE-Lite': dict(type='FADELite'),
+    'DySample': dict(type='DySample', style='lp', groups=4),
+    'DySample+': dict(type='DySample', style='lp', groups=4, dynamic=True),
+    'IndexNet': dict(type='IndexNet'),
+    'A2U': dict(type='A2U'),
+}
+_TAKES_BACKEND = ('SAPA', 'A2U')
 
 
 def keep_freed_memory() -> bool:
@@ -165,27 +181,21 @@ def report(title, fns, out_bytes, device, repeats, params=None):
 def module_cases(B, C, H, W, s, device, backend=None):
     """name -> fn running forward+backward of a whole upsampler ``up(x, guide)`` (x and
     guide C-channel, guide s times x), plus the output bytes and the parameter counts."""
-    from ..layers import A2U, SAPA, IndexNet
     from ..layers.guided import build_guided_upsampler
     gen = torch.Generator(device='cpu').manual_seed(0)
     x = torch.randn(B, C, H, W, generator=gen).to(device).requires_grad_()
     guide = torch.randn(B, C, s * H, s * W, generator=gen).to(device).requires_grad_()
     grad = torch.randn(B, C, s * H, s * W, generator=gen).to(device)
-    ups = {'bilinear': build_guided_upsampler(dict(type='bilinear', align_corners=False), C)}
-    try:
-        ups['CARAFE'] = build_guided_upsampler(dict(type='carafe', up_kernel=5, encoder_kernel=3,
-                                                    compressed_channels=64), C, C, s)
-    except (ImportError, KeyError) as e:  # no mmcv (or no mmcv ops): no CARAFE
-        print(f'CARAFE skipped: {e}')
-    ups['SAPA-B'] = SAPA(C, C, s, kernel_size=5, embed_dim=32, variant='B', backend=backend)
-    ups['SAPA-D'] = SAPA(C, C, s, embed_dim=32, variant='D', num_groups=4, num_points=9, backend=backend)
-    ups['FADE'] = build_guided_upsampler(dict(type='FADE'), C, C, s)
-    ups['FADE-Lite'] = build_guided_upsampler(dict(type='FADELite'), C, C, s)
-    ups['DySample'] = build_guided_upsampler(dict(type='DySample', style='lp', groups=4), C, C, s)
-    ups['DySample+'] = build_guided_upsampler(dict(type='DySample', style='lp', groups=4,
-                                                   dynamic=True), C, C, s)
-    ups['IndexNet'] = IndexNet(C, C, s)
-    ups['A2U'] = A2U(C, C, s, backend=backend)
+    ups = {}
+    for name, cfg in MODULES.items():
+        if cfg['type'] in _TAKES_BACKEND:
+            cfg = dict(cfg, backend=backend)
+        try:
+            ups[name] = build_guided_upsampler(cfg, C, C, s)
+        except (ImportError, KeyError) as e:  # no mmcv (or no mmcv ops): no CARAFE
+            if cfg['type'] != 'carafe':
+                raise
+            print(f'{name} skipped: {e}')
     fns = {}
     for name, up in ups.items():
         up.to(device).train()
@@ -282,8 +292,8 @@ def main(argv=None):
     parser.add_argument('--no-sweep', action='store_true', help='only the main setting')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, for smoke tests')
     parser.add_argument('--modules', action='store_true',
-                        help='whole upsamplers (bilinear, CARAFE, SAPA-B, SAPA-D, IndexNet, A2U) at one '
-                        'x2 step, C = 256, instead of the operator')
+                        help=f"whole upsamplers ({', '.join(MODULES)}) at one x2 step, C = 256, "
+                        'instead of the operator')
     parser.add_argument('--parts', action='store_true',
                         help="SAPA-B's module and its parts (norm + projections, operator) timed apart")
     parser.add_argument('--compile', action='store_true',

@@ -120,6 +120,8 @@ def _analysis_module(model, input_shape):
                 meta = dict(img_shape=(H, W), pad_shape=(H, W), ori_shape=(H, W),
                             batch_input_shape=(H, W))
                 return head.predict(m.extract_feat(img), [meta], m.test_cfg)
+            if hasattr(m, 'network'):  # matting (A2UMatting): the 4-channel network
+                return m.network(img)
             return m._forward(img)
 
     return _Wrapped(model)
@@ -143,7 +145,8 @@ def config_complexity(config, input_shape: Optional[Tuple[int, int]] = None,
         model = build_model(cfg)
     model = model.eval()
     wrapped = _analysis_module(model, input_shape)
-    img = torch.randn(1, 3, *input_shape, generator=torch.Generator().manual_seed(0))
+    channels = getattr(model, 'input_channels', 3)  # 4 for matting (RGB and trimap)
+    img = torch.randn(1, channels, *input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         total, analyzer = count_macs(wrapped, (img,))
     by_module = analyzer.by_module()

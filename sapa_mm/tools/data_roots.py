@@ -63,6 +63,22 @@ those two into annotations/ as well), so that the layout is
 
 (run from the repository root, or link an existing copy:
  ln -s /path/to/coco data/coco)""",
+    'NYU Depth v2': (
+        'NYU Depth v2 (images/ and annotations/, train/ and test/) is not at {root}: get the '
+        'raw frames from https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html as BTS\'s '
+        '"sync" training set and the 654 official test frames with their lists nyu_train.txt '
+        '/ nyu_test.txt (a nyu.zip holding nyu/, as mmseg\'s dataset guide describes), then '
+        'run mmseg\'s `python tools/dataset_converters/nyu.py nyu.zip -o data/nyu`, or point '
+        'data_root at a converted copy (--cfg-options train_dataloader.dataset.data_root=...)'),
+    'Composition-1K': (
+        'Composition-1K (training_list.json / test_list.json with Training_set/ and Test_set/) '
+        'is not at {root}: it is built from the Adobe Deep Image Matting data set, which Adobe '
+        'licenses on request (https://sites.google.com/view/deepimagematting), with backgrounds '
+        'from COCO train2014 (training) and PASCAL VOC2012 (test); composite it with mmagic\'s '
+        'converter (`python tools/dataset_converters/comp1k/preprocess_comp1k_dataset.py '
+        'data/adobe_composition-1k data/coco data/VOCdevkit --composite` in an mmagic checkout), '
+        'which writes the two lists, or point data_root at a prepared copy (--cfg-options '
+        'train_dataloader.dataset.data_root=...; docs/matting.md)'),
 }
 
 _GENERIC = """\
@@ -79,6 +95,10 @@ def _kind(dataset_type: str) -> str:
         return 'COCO panoptic'
     if 'coco' in t and 'stuff' not in t:
         return 'COCO'
+    if 'nyu' in t:
+        return 'NYU Depth v2'
+    if 'comp1k' in t:
+        return 'Composition-1K'
     return str(dataset_type)
 
 
@@ -211,3 +231,48 @@ def require_data_roots(cfg, loaders):
                     f"dataset root '{root}' ({key}) does not exist; create the "
                     'data there or point the config at it, e.g. --cfg-options '
                     f'{key}=/path/to/data{hint}')
+    _check_depth_files(cfg, loaders, hint)
+    _check_matting_lists(cfg, loaders, hint)
+
+
+def _check_depth_files(cfg, loaders, hint):
+    """NYU-layout depth datasets: every file name, depth PNG and size checked before
+    the Runner writes anything (:mod:`sapa_mm.depth.checks`)."""
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not isinstance(loader_cfg, dict):
+            continue
+        for ds in _datasets(loader_cfg.get('dataset')):
+            if _kind(ds.get('type', '')) != 'NYU Depth v2' or _remote(ds):
+                continue
+            from ..depth.checks import DepthDataError, check_nyu_split
+            root = ds.get('data_root') or ''
+            prefix = ds.get('data_prefix') or {}
+            img_dir = osp.join(root, prefix.get('img_path', 'images'))
+            depth_dir = prefix.get('depth_map_path', 'annotations')
+            try:
+                check_nyu_split(img_dir, depth_dir and osp.join(root, depth_dir),
+                                ds.get('img_suffix', '.jpg'), ds.get('depth_map_suffix', '.png'))
+            except DepthDataError as exc:
+                raise UserError(f'{exc}{hint}') from None
+
+
+def _check_matting_lists(cfg, loaders, hint):
+    """Composition-1K lists: every entry names the files its split needs and they exist,
+    checked before the Runner writes anything (:func:`sapa_mm.matting.read_comp1k_list`)."""
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not isinstance(loader_cfg, dict):
+            continue
+        for ds in _datasets(loader_cfg.get('dataset')):
+            if _kind(ds.get('type', '')) != 'Composition-1K' or _remote(ds):
+                continue
+            from ..matting.dataset import TEST_KEYS, TRAIN_KEYS, read_comp1k_list
+            from ..matting.errors import MattingInputError
+            root = ds.get('data_root') or ''
+            ann = ds.get('ann_file') or ''
+            ann = ann if osp.isabs(ann) else osp.join(root, ann)
+            try:
+                read_comp1k_list(ann, root, TEST_KEYS if ds.get('test_mode') else TRAIN_KEYS)
+            except MattingInputError as exc:
+                raise UserError(f'{exc}{hint}') from None

@@ -55,6 +55,10 @@ def explain(exc):
         CorruptCheckpointError = UnsafeCheckpointError = UserError
     if isinstance(exc, (UserError, UnsafeCheckpointError, CorruptCheckpointError)):
         return str(exc)
+    if getattr(exc, 'one_line', False):  # a data error (sapa_mm.matting.MattingInputError)
+        # from a DataLoader worker the message carries the worker's traceback: its last line
+        last = (str(exc).strip().splitlines() or [''])[-1]
+        return re.sub(r'^[\w.]*Error: ', '', last.strip())
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     found = _NOT_REGISTERED.search(text)
     if isinstance(exc, KeyError) and found:

@@ -12,7 +12,9 @@ Conventions (those of the paper tables):
   and fixed interpolations are not counted.
 * Params are the trainable parameters (a detector's frozen stem is not counted).
 * Input: batch 1 at the config's input size: the crop size for segmentation
-  (512x512; 640x640 for MaskFormer / Mask2Former), the 1333x800 test scale padded to 32 (800x1344) for detection.
+  (512x512; 640x640 for MaskFormer / Mask2Former), the 1333x800 test scale padded to 32 (800x1344) for detection,
+  NYU's full 480x640 frames for depth (BTS), 512x512 for matting (A2U's crop, the size
+  at which FADE's printed matting deltas are reproduced).
   Detectors are counted through the RPN and the RoI heads on a fixed set of
   1000 proposals (mask head on 100, as mmdet's tensor mode does).
 * ΔParams / ΔGFLOPs: against the row's baseline (bilinear / nearest config).
@@ -94,8 +96,36 @@ PAPER = {
     'faster_rcnn_r101_fpn_nearest_1x_coco': dict(params=65.8, src='J'),
     'faster_rcnn_r101_fpn_sapa_d_1x_coco': dict(),
     'mask_rcnn_r50_fpn_dysample_plus_1x_coco': dict(),
+    # BTS-R50 on NYU Depth v2 (the SAPA release's depth table): the printed 49.53 M counts
+    # torchvision's 1000-class fc layer (2.05 M) that the depth model never runs; our
+    # trainable count also leaves out the frozen first conv and encoder BN (docs/depth.md)
+    'bts_r50_nearest_nyu': dict(params=49.53, src='R'),
+    'bts_r50_carafe_nyu': dict(dparams=0.41, src='R'),
+    'bts_r50_indexnet_nyu': dict(dparams=44.20, src='R'),
+    'bts_r50_a2u_nyu': dict(dparams=0.08, src='R'),
+    'bts_r50_sapa_nyu': dict(dparams=0.16, src='R'),
+    'bts_r50_sapa_g_nyu': dict(dparams=0.25, src='R'),
+    'bts_r50_sapa_d_nyu': dict(),
+    'bts_r50_dysample_nyu': dict(),
+    # A2U matting R34 on Composition-1K: params from the SAPA release's matting table,
+    # GFLOPs (512x512) from FADE's release in the same framework. The printed IndexNet and
+    # A2U rows also learn the encoder's pooling; ours upsample in the decoder only, and the
+    # printed 8.61 G of the bilinear model is not a count of its convolutions
+    # (docs/matting.md)
+    'a2u_r34_nearest_comp1k': dict(params=8.05, src='R'),
+    'a2u_r34_bilinear_comp1k': dict(params=8.05, gflops=8.61, src='R'),
+    'a2u_r34_carafe_comp1k': dict(dparams=0.26, dgflops=6.00, src='R'),
+    'a2u_r34_indexnet_comp1k': dict(dparams=12.26, dgflops=31.70, src='R'),
+    'a2u_r34_a2u_comp1k': dict(dparams=0.02, dgflops=0.66, src='R'),
+    'a2u_r34_sapa_i_comp1k': dict(dparams=0.0, src='R'),
+    'a2u_r34_sapa_comp1k': dict(dparams=0.04, src='R'),
+    'a2u_r34_sapa_g_comp1k': dict(dparams=0.04, src='R'),
+    'a2u_r34_fade_comp1k': dict(dparams=0.12, dgflops=8.85, src='F'),
+    'a2u_r34_fade_lite_comp1k': dict(dparams=0.027, dgflops=1.46, src='F'),
+    'a2u_r34_sapa_d_comp1k': dict(),
+    'a2u_r34_dysample_comp1k': dict(),
 }
-SOURCES = {'J': 'journal', 'F': 'FADE', 'D': 'DySample'}
+SOURCES = {'J': 'journal', 'F': 'FADE', 'D': 'DySample', 'R': 'SAPA release'}
 LABELS = {
     'segformer_bilinear_ade20k': 'SegFormer-B1 bilinear',
     'segformer_carafe_ade20k': 'SegFormer-B1 CARAFE',
@@ -142,7 +172,20 @@ LABELS = {
     'faster_rcnn_r101_fpn_nearest_1x_coco': 'Faster R-CNN R101 nearest',
     'faster_rcnn_r101_fpn_sapa_d_1x_coco': 'Faster R-CNN R101 SAPA-D',
     'mask_rcnn_r50_fpn_dysample_plus_1x_coco': 'Mask R-CNN R50 DySample+',
+    'bts_r50_nearest_nyu': 'BTS-R50 nearest',
+    'bts_r50_carafe_nyu': 'BTS-R50 CARAFE',
+    'bts_r50_indexnet_nyu': 'BTS-R50 IndexNet',
+    'bts_r50_a2u_nyu': 'BTS-R50 A2U',
+    'bts_r50_sapa_nyu': 'BTS-R50 SAPA-B',
+    'bts_r50_sapa_g_nyu': 'BTS-R50 SAPA-G',
+    'bts_r50_sapa_d_nyu': 'BTS-R50 SAPA-D',
+    'bts_r50_dysample_nyu': 'BTS-R50 DySample',
 }
+for _row, _label in (('nearest', 'nearest'), ('bilinear', 'bilinear'), ('carafe', 'CARAFE'),
+                     ('indexnet', 'IndexNet'), ('a2u', 'A2U'), ('sapa_i', 'SAPA-I'),
+                     ('sapa', 'SAPA-B'), ('sapa_g', 'SAPA-G'), ('fade', 'FADE'),
+                     ('fade_lite', 'FADE-Lite'), ('sapa_d', 'SAPA-D'), ('dysample', 'DySample+')):
+    LABELS[f'a2u_r34_{_row}_comp1k'] = f'A2U matting R34 {_label}'
 for _model, _base in (('maskformer', 'nearest'), ('mask2former', 'bilinear')):
     for _row, _label in ((_base, _base), ('carafe', 'CARAFE'), ('indexnet', 'IndexNet'),
                          ('a2u', 'A2U'), ('sapa_i', 'SAPA-I'), ('sapa', 'SAPA-B'),
@@ -159,7 +202,12 @@ BASELINE_OF = {
     'maskformer_swin-b_': 'maskformer_swin-b_nearest_ade20k',
     'mask2former_swin-b_': 'mask2former_swin-b_bilinear_ade20k',
     'panoptic_fpn_r50_': 'panoptic_fpn_r50_nearest_1x_coco',
+    'bts_r50_': 'bts_r50_nearest_nyu',
+    'a2u_r34_': 'a2u_r34_bilinear_comp1k',
 }
+# models measured at another size than their training crop: the paper's test size
+INPUT_SHAPE_OF = {'bts_r50_': (480, 640),  # NYU's full 480x640 frames (trained on 416x544)
+                  'a2u_r34_': (512, 512)}  # reproduces FADE's matting deltas (docs/matting.md)
 
 
 # table order: by model (BASELINE_OF's order), the papers' order within a model
@@ -270,7 +318,8 @@ def main(argv=None, config_dir='configs'):
     results = {}
     for n, c in todo.items():
         print(f'measuring {osp.relpath(c)} ...', file=sys.stderr, flush=True)
-        results[n] = measure(c, shape, cfg_options)
+        own = next((hw for prefix, hw in INPUT_SHAPE_OF.items() if n.startswith(prefix)), None)
+        results[n] = measure(c, shape or own, cfg_options)
         for op, calls in results[n]['uncounted'].items():
             print(f'  note: {op} ({calls} calls) has no MAC handle and counts 0',
                   file=sys.stderr)

@@ -64,9 +64,9 @@ def load_config(args):
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     scope = cfg.get('default_scope')
-    if scope not in ('mmseg', 'mmdet'):
+    if scope not in ('mmseg', 'mmdet', 'mmengine'):  # mmengine: matting (sapa_mm.matting)
         raise UserError(f"config '{args.config}' has default_scope={scope!r}; "
-                        "expected 'mmseg' or 'mmdet'")
+                        "expected 'mmseg', 'mmdet' or 'mmengine' (matting)")
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

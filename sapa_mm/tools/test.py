@@ -5,7 +5,8 @@
                          [--launcher {none,pytorch,slurm,mpi}]
 
 The metrics of the config's ``test_evaluator`` are logged and, at the end,
-printed one per line as ``metric <name>: <value>``.
+printed one per line as ``metric <name>: <value>`` (a matting config: SAD, MSE, Grad,
+Conn).
 
 ``--out``: segmentation (mmseg) writes the predicted label maps as PNG files
 into the directory OUT; detection (mmdet) dumps the raw results into the pickle
@@ -91,6 +92,9 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
     scope = cfg.default_scope
+    if scope == 'mmengine' and (args.out or args.show_dir or args.tta):
+        raise UserError('--out, --show-dir and --tta are options of segmentation and detection '
+                        'configs; a matting config prints its metrics only')
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise UserError(f"checkpoint '{args.checkpoint}' does not exist")
     cfg.load_from = args.checkpoint

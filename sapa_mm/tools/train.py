@@ -5,7 +5,8 @@
                                  [--launcher {none,pytorch,slurm,mpi}]
     torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch
 
-The config's ``default_scope`` (``mmseg`` or ``mmdet``) selects the codebase. The
+The config's ``default_scope`` (``mmseg`` or ``mmdet``; ``mmengine`` for the matting
+configs, :mod:`sapa_mm.matting`) selects the codebase. The
 tool registers sapa_mm's modules and applies what it needs from the stack
 (:mod:`sapa_mm.tools.stack`): checked checkpoint loading (a crafted or damaged
 checkpoint is refused) and, on CPU-only machines, distributed runs over gloo.

@@ -1,0 +1,5 @@
+# Demo A2U matting (configs/demo/_base_/a2u_demo.py) with the SAPA-G upsampler in all
+# four decoder steps; the demo variants differ only in this line.
+_base_ = ['./_base_/a2u_demo.py']
+
+model = dict(upsample_cfg=dict(type='SAPA', variant='G', kernel_size=5, embed_dim=16, norm='LN'))
