@@ -22,7 +22,7 @@ def test_sapa_backend_env_is_a_preference_per_device(monkeypatch):
     available runs there, with one warning per device type; an explicit argument that
     cannot run stays an error."""
     _fresh_announcements(monkeypatch)
-    monkeypatch.setattr(dispatch, '_triton_ready', lambda: False)
+    monkeypatch.setattr(dispatch.triton_backend, 'AVAILABLE', False)
     monkeypatch.setenv('SAPA_BACKEND', 'cpu')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
@@ -46,7 +46,7 @@ def test_sapa_backend_env_is_a_preference_per_device(monkeypatch):
 def test_cuda_without_triton_says_so_once(monkeypatch):
     _fresh_announcements(monkeypatch)
     monkeypatch.delenv('SAPA_BACKEND', raising=False)
-    monkeypatch.setattr(dispatch, '_triton_ready', lambda: False)
+    monkeypatch.setattr(dispatch.triton_backend, 'AVAILABLE', False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         for _ in range(3):

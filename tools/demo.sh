@@ -5,6 +5,7 @@
 #
 #   bash tools/demo.sh                      # the default run
 #   bash tools/demo.sh --iters 100 --det    # see: .venv/bin/python tools/demo.py --help
+#   bash tools/demo.sh --experiments matting  # A2U matting (docs/matting_demo.md)
 #   bash tools/demo.sh --experiments depth  # the BTS depth demo (docs/depth_demo.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

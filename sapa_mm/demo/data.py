@@ -379,7 +379,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default=DEFAULT_OUT, help='output root (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--only', choices=('seg', 'det'), help='build one set only')
+    p.add_argument('--only', choices=('seg', 'det', 'depth'),
+                   help='build one set only (depth: the RGB-D rooms of the depth demo, '
+                   'sapa_mm/demo/depth_data.py; built only on request)')
     p.add_argument('--seg-size', type=int, default=256,
                    help='side of the segmentation images in pixels')
     p.add_argument('--det-size', type=int, default=128, help='side of the COCO-set images')
@@ -393,6 +395,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.only == 'depth':
+        from . import depth_data
+        depth_data.ensure(osp.join(args.out, 'depth'), seed=args.seed, force=args.force)
+        return 0
     only = (args.only, ) if args.only else ('seg', 'det')
     ensure(args.out, seed=args.seed, only=only, force=args.force,
            seg_args=dict(n_train=args.seg_train, n_val=args.seg_val, size=args.seg_size),

@@ -114,11 +114,11 @@ def plot_depth_comparison(runs, depth_dir, path, heading, n_rooms=3, window=32):
     samples = [(_read(depth_dir, n), n) for n in names]
     moto_img, moto_gt, _ = motorcycle_input(width)
     moto_gt = cv2.resize(moto_gt, moto_img.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-    samples.append(((moto_img, moto_gt), 'Middlebury motorcycle (real, not trained on)'))
+    samples.append(((moto_img, moto_gt), 'motorcycle (real)'))
     k = len(models)
     cols = 2 + 2 * k
-    fig, axes = plt.subplots(len(samples) + 1, cols, figsize=(1.9 * cols, 1.65 * (len(samples) + 1)),
-                             squeeze=False)
+    rows = len(samples) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.65 * rows), squeeze=False)
     close = None
     for row, ((img, gt), name) in enumerate(samples):
         valid = gt > 1e-3
@@ -132,8 +132,8 @@ def plot_depth_comparison(runs, depth_dir, path, heading, n_rooms=3, window=32):
             panels.append((p, dict(cmap='magma_r', vmin=lo, vmax=hi),
                            f'{VARIANTS[v]} (AbsRel {ar:.3f})'))
         for v, p in preds.items():
-            panels.append((np.where(valid, np.abs(p - gt), np.nan),
-                           dict(cmap='viridis', vmin=0, vmax=1.0), f'{VARIANTS[v]} |error| (0-1 m)'))
+            panels.append((np.where(valid, np.abs(p - gt), np.nan), dict(
+                cmap='viridis', vmin=0, vmax=1.0), f'{VARIANTS[v]} |error| (0-1 m)'))
         for col, (im, kw, title) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(im, interpolation='nearest', **kw)
@@ -143,9 +143,9 @@ def plot_depth_comparison(runs, depth_dir, path, heading, n_rooms=3, window=32):
         if row == 0:
             close = (img, gt, preds, lo, hi)
     _plot_close_up(axes[-1], *close, window)
-    fig.suptitle(f'{heading}: depth (shared colour range per row) and absolute error; '
-                 f'bottom: a {window}x{window} close-up of the first room\'s densest depth '
-                 'edges and one row across them', fontsize=8)
+    fig.suptitle(f'{heading}\ndepth (one colour range per row) and absolute error; the '
+                 'Middlebury motorcycle is never trained on; bottom: a '
+                 f'{window}x{window} close-up of the first room\'s densest depth edges', fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)

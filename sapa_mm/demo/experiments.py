@@ -259,9 +259,9 @@ def parse_args(argv=None):
                    choices=list(EXPERIMENTS))
     p.add_argument('--variants', nargs='+', default=None,
                    choices=[v for v in VARIANTS if v in EXPERIMENTS['segformer']['choices'] +
-                            EXPERIMENTS['matting']['choices']],
-                   help='SegFormer variants, and matting ones unless --matting-variants '
-                   '(default: bilinear sapa)')
+                            EXPERIMENTS['matting']['choices'] + EXPERIMENTS['depth']['choices']],
+                   help='SegFormer variants, and matting / depth ones unless '
+                   '--matting-variants / --depth-variants (default: bilinear sapa)')
     p.add_argument('--iters', type=int, default=400,
                    help='SegFormer training iterations per variant')
     p.add_argument('--val-interval', type=int, default=None,

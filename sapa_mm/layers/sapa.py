@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import sapa_deform_upsample, sapa_similarity, sapa_upsample
+from ..ops.deform import deform_upsample_unchecked
+from ..ops.sapa import similarity_unchecked, upsample_unchecked
 from ..ops.torch_backend import deform_logits
 from .checks import positive_ints
 from .norm import make_norm, norm_project
@@ -132,11 +133,11 @@ class SAPA(nn.Module):
         out_h, out_w = guide.shape[2:]
         query, key, value, offset = self._operands(x, guide)
         if self.variant == 'D':
-            out = sapa_deform_upsample(query, key, value, offset, self.num_groups,
-                                       self.scale_factor, backend=self.backend)
+            out = deform_upsample_unchecked(query, key, value, offset, self.num_groups,
+                                            self.scale_factor, backend=self.backend)
         else:
-            out = sapa_upsample(query, key, value, self.kernel_size, self.scale_factor,
-                                backend=self.backend)
+            out = upsample_unchecked(query, key, value, self.kernel_size, self.scale_factor,
+                                     backend=self.backend)
         return out[..., :out_h, :out_w]
 
     @torch.no_grad()
@@ -150,8 +151,8 @@ class SAPA(nn.Module):
         if self.variant == 'D':
             logits = deform_logits(query, key, offset, self.num_groups, self.scale_factor)
         else:
-            logits = sapa_similarity(query, key, self.kernel_size, self.scale_factor,
-                                     backend=self.backend)[:, None]
+            logits = similarity_unchecked(query, key, self.kernel_size, self.scale_factor,
+                                          backend=self.backend)[:, None]
         return logits[..., :out_h, :out_w]
 
     def _operands(self, x: torch.Tensor, guide: torch.Tensor):

@@ -207,6 +207,7 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
             gvv.reshape(value.shape).to(value.dtype), goff.reshape(offset.shape).to(offset.dtype))
 
 
+# no fused forward: the dispatcher composes softmax(correlate) and aggregate
 BACKEND = Backend('torch', __name__, device_types=(), why_unavailable=lambda kernel: None,
                   kernels=frozenset({'correlate', 'aggregate', 'scatter', 'deform_forward',
                                      'deform_backward'}))

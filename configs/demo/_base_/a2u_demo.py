@@ -17,8 +17,8 @@ data_hint = ('the matting demo data are generated, not downloaded: '
              '`python tools/demo.py --experiments matting` builds them under '
              'data/sapa_demo/matting (a few seconds)')
 crop_size = (96, 96)
-max_iters = 300
-val_interval = 75
+max_iters = 480
+val_interval = 120
 
 model = dict(
     type='A2UMatting',
@@ -81,7 +81,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys=dict(upsamplers=dict(lr_mult=1.0))))
 param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,
-         milestones=[200, 260], gamma=0.1),
+         milestones=[320, 416], gamma=0.1),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
 val_cfg = dict(type='ValLoop')

@@ -18,7 +18,8 @@ custom_imports = dict(imports=['sapa_mm.depth'], allow_failed_imports=False)
 data_root = '{{$SAPA_DEMO_DEPTH:data/sapa_demo/depth}}'
 # tools/train.py / tools/test.py add this to the "dataset missing" error
 data_hint = ('the demo RGB-D rooms are generated, not downloaded: run '
-             '`python tools/demo.py --experiments depth` (it builds data/sapa_demo/depth)')
+             '`python tools/make_demo_data.py --only depth` (about a minute; writes '
+             'data/sapa_demo/depth)')
 crop_size = (128, 160)
 max_depth = 10.0
 lr = 1e-3

@@ -1,5 +1,0 @@
-# Demo BTS (configs/demo/_base_/bts_demo.py) with the FADE upsampler in the
-# decoder's four guided x2 steps; the demo variants differ only in this line.
-_base_ = ['./_base_/bts_demo.py']
-
-model = dict(decode_head=dict(upsample_cfg=dict(type='FADE', embed_dim=16)))
