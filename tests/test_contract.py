@@ -105,6 +105,19 @@ def _owners():
                                                     positional_encoding=pos, **dec),
          lambda model: model(_feats(chans, SIZES))),
     ]
+    from sapa_mm.depth import BTSHead
+    from sapa_mm.matting import A2UMatting
+    stem_sizes = [(25, 32)] + SIZES + [(1, 1)]
+    owners += [
+        ('BTSHead', lambda cfg: BTSHead(in_channels=(8, 8, 16, 24, 32), channels=32,
+                                        upsample_cfg=cfg),
+         lambda model: model(_feats([8, 8, 16, 24, 32], stem_sizes))),
+        ('A2UMatting', lambda cfg: A2UMatting(cfg, stem_channels=16, widths=(16, 32, 64),
+                                              depths=(1, 1, 1), aspp_channels=64,
+                                              aspp_branch_channels=32,
+                                              decoder_channels=(32, 16, 16, 8)),
+         lambda model: model(torch.randn(1, 4, 49, 63), mode='tensor')),
+    ]
     return owners
 
 

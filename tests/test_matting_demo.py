@@ -209,14 +209,21 @@ def test_matting_demo_variants_differ_only_in_upsample_cfg():
         base = base or d
         assert d == base, v
     assert ups['bilinear'] == dict(type='bilinear') and ups['nearest'] == dict(type='nearest')
-    assert [(ups[v]['type'], ups[v]['variant']) for v in ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')] == [
+    sapa = ('sapa_i', 'sapa', 'sapa_g', 'sapa_d')
+    assert [(ups[v]['type'], ups[v]['variant']) for v in sapa] == [
         ('SAPA', 'I'), ('SAPA', 'B'), ('SAPA', 'G'), ('SAPA', 'D')]
     assert ups['carafe']['type'] == 'carafe' and ups['fade']['type'] == 'FADE'
     assert ups['dysample']['type'] == 'DySample'
     # no download and no frozen statistics: the small encoder starts from scratch
     assert base['model']['init_cfg'] is None and base['model']['freeze_encoder_bn'] is False
     # upsamplers at the decoder's rate (the recipe's: the same for decoder and new modules)
-    assert base['optim_wrapper']['paramwise_cfg']['custom_keys']['upsamplers'] == dict(lr_mult=1.0)
+    keys = base['optim_wrapper']['paramwise_cfg']['custom_keys']
+    assert keys['upsamplers'] == dict(lr_mult=1.0)
+    # the 1-channel output conv of the head, nothing else, learns faster (the config says why)
+    from sapa_mm.tools.complexity import build_model
+    names = [n for n, _ in build_model(osp.join(DEMO_CONFIGS, 'a2u_demo_bilinear.py'))
+             .named_parameters() if 'decoder.head.1' in n]
+    assert names == ['decoder.head.1.weight'] and keys['decoder.head.1'] == dict(lr_mult=10.0)
 
 
 

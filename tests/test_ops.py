@@ -269,3 +269,27 @@ def test_torch_path_never_materialises_the_unfold():
         sapa_upsample(q, k, v, K, s, backend='torch').sum().backward()
     biggest = max(e.self_cpu_memory_usage for e in prof.events())  # largest single allocation
     assert 0 < biggest <= out_bytes < unfold_bytes
+
+
+@pytest.mark.parametrize('grad', [False, True], ids=['no_grad', 'autograd'])
+def test_torch_products_in_channel_chunks_match_the_reference(monkeypatch, grad):
+    # Large maps run the 'torch' products a few channels at a time; two channels per
+    # chunk here (7 channels: a last, partial chunk), with and without autograd recording.
+    B, C, H, W, K, s = 2, 7, 4, 5, 5, 2
+    monkeypatch.setattr(torch_backend, '_CHUNK_ELEMENTS', 2 * B * s * s * H * (W + K - 1))
+    _, _, v = make(B, C, 1, H, W, K, s, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(B, K * K, s * H, s * W, generator=gen, dtype=torch.float64)
+    g = torch.randn(B, C, s * H, s * W, generator=gen, dtype=torch.float64)
+    vv, ww = v.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = aggregate_reference(ww, vv, K, s)
+    ref_gw, ref_gv = torch.autograd.grad(ref, (ww, vv), g)  # scatter(w, g) is ref_gv
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(torch_backend.correlate(g, v, K, s), similarity_reference(g, v, K, s))
+        torch.testing.assert_close(torch_backend.correlate(g, v, K, s), ref_gw)
+        torch.testing.assert_close(torch_backend.scatter(w, g, K, s), ref_gv)
+        out = torch_backend.aggregate(ww, vv, K, s)
+    torch.testing.assert_close(out, ref)
+    if grad:  # autograd through the products' own ops
+        for got, want in zip(torch.autograd.grad(out, (ww, vv), g), (ref_gw, ref_gv)):
+            torch.testing.assert_close(got, want)

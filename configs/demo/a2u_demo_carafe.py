@@ -2,4 +2,5 @@
 # four decoder steps; the demo variants differ only in this line.
 _base_ = ['./_base_/a2u_demo.py']
 
-model = dict(upsample_cfg=dict(type='carafe', up_kernel=5, encoder_kernel=3, compressed_channels=16))
+model = dict(upsample_cfg=dict(type='carafe', up_kernel=5, encoder_kernel=3,
+                               compressed_channels=16))

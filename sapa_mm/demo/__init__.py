@@ -5,7 +5,10 @@ and may import the rest of sapa_mm; nothing in sapa_mm.ops, .layers, .seg or .de
 imports it. The command lines are tools/demo.py, tools/reproduce_small.py and
 tools/make_demo_data.py.
 
-* :mod:`.data`: the synthetic data generator (demo, reproduction and tests);
+* :mod:`.data`: the synthetic data generator (demo, reproduction and tests) and the
+  stamped build every generator shares (``build_once``);
+* :mod:`.depth_data` / :mod:`.matting_data`: the RGB-D rooms and the matting composites;
+  :mod:`.depth_figures`: the depth demo's predictions and figure;
 * :mod:`.spec`: the experiments, their variants, configs and schedules;
 * :mod:`.runs`: running the tools with visible progress, reading their metrics
   from what mmengine records (``scalars.json``, the test run's JSON);

@@ -198,7 +198,6 @@ def seg_sample(rng, photos, textures, size):
     label = np.zeros((size, size), np.uint8)
 
     def paste(mask, cls, texture_name, tint_name):
-        nonlocal img
         if not mask.any():
             return
         patch = texture_patch(rng, textures[texture_name], size, _TINT[tint_name])
@@ -332,8 +331,26 @@ def make_coco(out, seed=0, n_train=120, n_val=30, size=128, sources=None):
 
 
 # --------------------------------------------------------------------------
-def _stamp(out, kind):
-    return osp.join(out, kind, '.made_by_make_demo_data.json')
+def build_once(target, want, build, force=False, quiet=False) -> str:
+    """Run ``build(target)`` (it returns a one-line summary) unless the stamp in
+    ``target`` records the same ``want``; a rebuild starts from an empty directory
+    and stamps it last, so an interrupted build is redone. Returns ``target``."""
+    stamp = osp.join(target, '.made_by_make_demo_data.json')
+    if not force and osp.isfile(stamp):
+        with open(stamp) as f:
+            if json.load(f) == want:
+                if not quiet:
+                    print(f'[make_demo_data] {target}: up to date')
+                return target
+    t0 = time.time()
+    if osp.isdir(target):
+        shutil.rmtree(target)
+    summary = build(target)
+    with open(stamp, 'w') as f:
+        json.dump(want, f, sort_keys=True)
+    if not quiet:
+        print(f'[make_demo_data] {target}: {summary} ({time.time() - t0:.1f} s)')
+    return target
 
 
 def ensure(out=DEFAULT_OUT, seed=0, only=('seg', 'det'), force=False, quiet=False,
@@ -342,35 +359,24 @@ def ensure(out=DEFAULT_OUT, seed=0, only=('seg', 'det'), force=False, quiet=Fals
     there with the same arguments. Returns ``{kind: directory}``."""
     seg_args = dict(dict(n_train=240, n_val=60, size=256), **(seg_args or {}))
     det_args = dict(dict(n_train=120, n_val=30, size=128), **(det_args or {}))
-    sources = None
+    sources = []  # loaded once, by the first set that is built
+
+    def build(maker, args):
+        def run(target):
+            if not sources:
+                sources.append(load_sources())
+            info = maker(target, seed=seed, sources=sources[0], **args)
+            c = info['counts']
+            return (f'{c["train"]["images"]} train / {c["val"]["images"]} val images, '
+                    f'classes {", ".join(info["classes"])}')
+        return run
+
     done = {}
     for kind, maker, sub, args in (('seg', make_seg, 'seg', seg_args),
                                    ('det', make_coco, 'coco', det_args)):
-        if kind not in only:
-            continue
-        target = osp.join(out, sub)
-        want = dict(args, seed=seed, kind=kind, format_version=FORMAT_VERSION)
-        stamp = _stamp(out, sub)
-        if not force and osp.isfile(stamp):
-            with open(stamp) as f:
-                if json.load(f) == want:
-                    done[kind] = target
-                    if not quiet:
-                        print(f'[make_demo_data] {target}: up to date')
-                    continue
-        t0 = time.time()
-        if osp.isdir(target):
-            shutil.rmtree(target)
-        sources = sources or load_sources()
-        info = maker(target, seed=seed, sources=sources, **args)
-        with open(stamp, 'w') as f:
-            json.dump(want, f, sort_keys=True)
-        done[kind] = target
-        if not quiet:
-            c = info['counts']
-            print(f'[make_demo_data] {target}: {c["train"]["images"]} train / '
-                  f'{c["val"]["images"]} val images, classes {", ".join(info["classes"])} '
-                  f'({time.time() - t0:.1f} s)')
+        if kind in only:
+            want = dict(args, seed=seed, kind=kind, format_version=FORMAT_VERSION)
+            done[kind] = build_once(osp.join(out, sub), want, build(maker, args), force, quiet)
     return done
 
 

@@ -26,10 +26,10 @@ is what it parses). The same seed and arguments give the same bytes.
 import json
 import os
 import os.path as osp
-import shutil
-import time
 
 import numpy as np
+
+from .data import build_once
 
 FORMAT_VERSION = 1
 NYU_FOCAL = 518.8579  # NYU's colour camera, px at 640 x 480
@@ -419,25 +419,13 @@ def ensure(target, seed=0, n_train=400, n_test=100, size=DEFAULT_SIZE, force=Fal
     arguments; returns ``target``."""
     want = dict(seed=seed, n_train=n_train, n_test=n_test, size=list(size), kind='depth',
                 format_version=FORMAT_VERSION)
-    stamp = osp.join(target, '.made_by_make_demo_data.json')
-    if not force and osp.isfile(stamp):
-        with open(stamp) as f:
-            if json.load(f) == want:
-                if not quiet:
-                    print(f'[make_demo_data] {target}: up to date')
-                return target
-    t0 = time.time()
-    if osp.isdir(target):
-        shutil.rmtree(target)
-    meta = make_depth(target, seed, n_train, n_test, tuple(size))
-    with open(stamp, 'w') as f:
-        json.dump(want, f, sort_keys=True)
-    if not quiet:
-        c = meta['counts']
-        print(f'[make_demo_data] {target}: {n_train} train / {n_test} test RGB-D rooms of '
-              f'{size[0]}x{size[1]}, depth {c["train"]["depth_min"]:.2f}-'
-              f'{c["train"]["depth_max"]:.2f} m ({time.time() - t0:.1f} s)')
-    return target
+
+    def build(out):
+        c = make_depth(out, seed, n_train, n_test, tuple(size))['counts']
+        return (f'{n_train} train / {n_test} test RGB-D rooms of {size[0]}x{size[1]}, depth '
+                f'{c["train"]["depth_min"]:.2f}-{c["train"]["depth_max"]:.2f} m')
+
+    return build_once(target, want, build, force, quiet)
 
 
 # --------------------------------------------------------------------------

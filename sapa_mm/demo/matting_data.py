@@ -33,18 +33,17 @@ no dilated alpha reaches, 255 inside the eroded opaque part, 128 between, so eve
 soft pixel is unknown. The training list has no trimaps: the training pipeline
 draws them from the alpha, as on Composition-1K.
 
-The same seed and arguments give the same bytes; a stamp file records them and a
-second ``ensure`` with the same ones does nothing.
+The same seed and arguments give the same bytes (given the same sample images in
+matplotlib and scikit-image); a stamp file records them and a second ``ensure``
+with the same ones does nothing.
 """
 import json
 import os
 import os.path as osp
-import shutil
-import time
 
 import numpy as np
 
-from .data import _write_png, load_sources, photo_background, texture_patch
+from .data import _write_png, build_once, load_sources, photo_background, texture_patch
 
 DEFAULT_OUT = osp.join('data', 'sapa_demo', 'matting')
 FORMAT_VERSION = 1
@@ -322,22 +321,9 @@ def ensure(out=DEFAULT_OUT, seed=0, force=False, quiet=False, **args):
     returns ``out``. ``args``: n_train, n_test, size, trimap_radius."""
     args = dict(dict(n_train=200, n_test=40, size=128, trimap_radius=3), **args)
     want = dict(args, seed=seed, kind='matting', format_version=FORMAT_VERSION)
-    stamp = osp.join(out, '.made_by_make_demo_data.json')
-    if not force and osp.isfile(stamp):
-        with open(stamp) as f:
-            if json.load(f) == want:
-                if not quiet:
-                    print(f'[make_demo_data] {out}: up to date')
-                return out
-    t0 = time.time()
-    if osp.isdir(out):
-        shutil.rmtree(out)
-    meta = make_matting(out, seed=seed, **args)
-    with open(stamp, 'w') as f:
-        json.dump(want, f, sort_keys=True)
-    if not quiet:
-        c = meta['counts']
-        print(f'[make_demo_data] {out}: {c["train"]["images"]} train / {c["test"]["images"]} '
-              f'test composites, {100 * c["test"]["unknown_share"]:.1f}% unknown in the test '
-              f'trimaps ({time.time() - t0:.1f} s)')
-    return out
+
+    def build(target):
+        c = make_matting(target, seed=seed, **args)['counts']
+        return (f'{c["train"]["images"]} train / {c["test"]["images"]} test composites, '
+                f'{100 * c["test"]["unknown_share"]:.1f}% unknown in the test trimaps')
+    return build_once(out, want, build, force, quiet)

@@ -50,7 +50,7 @@ EXPERIMENTS = {
         choices=('bilinear', 'nearest', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade',
                  'dysample'),
         default=('bilinear', 'sapa'), batch=8, feature='last decoder step',
-        task='matting', metrics=('SAD', 'MSE', 'Grad', 'Conn'), iters=480),
+        task='matting', metrics=('SAD', 'MSE', 'Grad', 'Conn'), iters=400),
     # BTS (sapa_mm.depth.BTSHead, ResNet-18 layout at 16-128 ch) on the embedded RGB-D
     # rooms (sapa_mm/demo/depth_data.py); mmseg's nine depth metrics and iBims-1's
     # depth-boundary errors (pixels); the reference variant is BTS's own, nearest

@@ -24,7 +24,7 @@ With ``c = channels`` (BTS: 512) and encoder features ``f0`` (stem, 1/2) ... ``f
 encoder feature at its target scale; BTS's own decoder is ``upsample_cfg=nearest``.
 The last step has no encoder feature at full resolution and stays nearest. Every conv
 is bias-free; the head's convs are Xavier-initialised (BTS), then each upsampler runs
-its own ``init_weights``.
+its own ``init_weights`` (``UpsamplerSteps`` is a direct child: mmengine calls it).
 """
 from typing import Optional, Sequence
 
@@ -133,10 +133,6 @@ class BTSHead(BaseDecodeHead):
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, max_depth={self.max_depth}, '
                 f'align_corners={self.align_corners}')
-
-    def init_weights(self):
-        super().init_weights()
-        self.upsamplers.init_weights()
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         f0, f1, f2, f3, f4 = inputs
