@@ -38,14 +38,20 @@ def plot_curves(runs, path, title):
                          linestyle='--', color=colour, label=label('boundary IoU'))
     axes[0].set(title='loss (cross-entropy), every seed', xlabel='iteration', yscale='log')
     axes[1].set(title='validation (demo set), every seed', xlabel='iteration', ylabel='%')
+    _finish_curves(fig, axes, title, path, dpi=90)
+
+
+
+def _finish_curves(fig, axes, title, path, dpi):
+    """Grid, legends and title of a curves figure; saved to ``path`` and closed."""
+    import matplotlib.pyplot as plt
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
-
 
 def _colour(label, palette):
     import numpy as np
@@ -181,13 +187,7 @@ def plot_task_curves(runs, path, title, keys):
     axes[0].set(title='training loss, every seed', xlabel='iteration', yscale='log')
     for ax, key in zip(axes[1:], keys):
         ax.set(title=f'validation {key} (lower is better)', xlabel='iteration')
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _finish_curves(fig, axes, title, path, dpi=80)
 
 
 def _strands(alpha8, unknown):
