@@ -343,7 +343,6 @@ if HAS_CUSTOM_OP:
 else:  # torch < 2.4: the same formulas in autograd Functions over the raw kernels
     from torch.autograd.function import once_differentiable
 
-    _RAW = SimpleNamespace(correlate=correlate_kernel, aggregate=aggregate_kernel, scatter=scatter_kernel)
     # the products' gradients call the Functions again (filled in below), so that
     # double backward works here too
     _FNS = SimpleNamespace()
@@ -372,14 +371,17 @@ else:  # torch < 2.4: the same formulas in autograd Functions over the raw kerne
             out, attn = upsample_kernel(q, k, v, K, s, backend)
             ctx.save_for_backward(q, k, v, attn)
             ctx.cfg = K, s, backend
-            ctx.mark_non_differentiable(attn)
+            ctx.set_materialize_grads(False)
             return out, attn
 
         @staticmethod
-        @once_differentiable
         def backward(ctx, grad, grad_attn):
+            # the products' Functions: a backward that builds a graph differentiates
+            # them again, through the saved attention back to this node (as custom_op)
             q, k, v, attn = ctx.saved_tensors
-            return (*upsample_grads(_RAW, grad, None, q, k, v, attn, *ctx.cfg,
+            if grad is None:  # only the attention was used
+                grad = v.new_zeros(v.shape[0], v.shape[1], *q.shape[2:])
+            return (*upsample_grads(_FNS, grad, grad_attn, q, k, v, attn, *ctx.cfg,
                                     ctx.needs_input_grad), None, None, None)
 
     upsample = sapa_mm_upsample.apply

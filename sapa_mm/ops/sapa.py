@@ -27,7 +27,7 @@ from typing import List, Optional
 
 import torch
 
-from . import backends, library, torch_backend
+from . import backends, library, reference, torch_backend
 from . import triton_backend  # noqa: F401 (a name tests and tools reach the module by)
 from .backends import FALLBACK
 
@@ -89,6 +89,15 @@ def ready_backends(device_type: str, kernel: str = 'correlate') -> List[str]:
 
 def _triton_ready() -> bool:
     return why_not_ready('triton') is None
+
+
+def standard_products():
+    """(correlate, aggregate) in standard ops: the 'torch' kernels, or the unfold
+    formulation while Dynamo of a torch < 2.4 traces (its inductor cannot compile the
+    backward of the 'torch' kernels' row slices)."""
+    if old_dynamo_tracing():
+        return reference.similarity_reference, reference.aggregate_reference
+    return torch_backend.correlate, torch_backend.aggregate
 
 
 def old_dynamo_tracing() -> bool:
@@ -247,7 +256,7 @@ def similarity_unchecked(query: torch.Tensor, key: torch.Tensor, kernel_size: in
                          scale_factor: int, backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(query, key)
     if standard_ops_only():
-        return torch_backend.correlate(query, key, kernel_size, scale_factor).to(out_dtype)
+        return standard_products()[0](query, key, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, query.device)
     return library.correlate(query, key, kernel_size, scale_factor, backend).to(out_dtype)
 
@@ -264,7 +273,7 @@ def aggregate_unchecked(weights: torch.Tensor, value: torch.Tensor, kernel_size:
                         scale_factor: int, backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(weights, value)
     if standard_ops_only():
-        return torch_backend.aggregate(weights, value, kernel_size, scale_factor).to(out_dtype)
+        return standard_products()[1](weights, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
     return library.aggregate(weights, value, kernel_size, scale_factor, backend).to(out_dtype)
 
@@ -299,8 +308,9 @@ def upsample_unchecked(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
                        backend: Optional[str] = None) -> torch.Tensor:
     out_dtype = torch_backend.promoted_dtype(query, key, value)
     if standard_ops_only():
-        attn = torch_backend.correlate(query, key, kernel_size, scale_factor).softmax(1)
-        return torch_backend.aggregate(attn, value, kernel_size, scale_factor).to(out_dtype)
+        correlate, aggregate = standard_products()
+        attn = correlate(query, key, kernel_size, scale_factor).softmax(1)
+        return aggregate(attn, value, kernel_size, scale_factor).to(out_dtype)
     backend = resolve_backend(backend, value.device)
     out, _ = library.upsample(query, key, value, kernel_size, scale_factor, backend)
     return out.to(out_dtype)
