@@ -158,3 +158,17 @@ def break_triton(monkeypatch, library, *kernels):
         monkeypatch.setattr(library.triton_backend, name, broken)
     monkeypatch.setattr(library, '_triton_failed', False)
     return calls
+
+
+def tree_digest(root):
+    """sha1 of every file under ``root`` (relative names and bytes): a generator's
+    output compared across runs."""
+    import hashlib
+    h = hashlib.sha1()
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            p = osp.join(d, f)
+            h.update(osp.relpath(p, root).encode())
+            with open(p, 'rb') as fh:
+                h.update(fh.read())
+    return h.hexdigest()

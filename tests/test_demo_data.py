@@ -1,6 +1,5 @@
 """sapa_mm.demo.data and tools/make_demo_data.py: the embedded demo data sets
 (segmentation + COCO)."""
-import hashlib
 import json
 import os
 import os.path as osp
@@ -10,24 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, TOOLS, describe, tool_env
+from helpers import ROOT, TOOLS, describe, tool_env, tree_digest
 
 from sapa_mm.demo import data as synth
 
 SMALL = dict(seg_args=dict(n_train=12, n_val=6, size=96),
              det_args=dict(n_train=8, n_val=4, size=96))
-
-
-def _digest(root):
-    """sha1 of every file under root (relative names and bytes)."""
-    h = hashlib.sha1()
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            p = osp.join(d, f)
-            h.update(osp.relpath(p, root).encode())
-            with open(p, 'rb') as fh:
-                h.update(fh.read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope='module')
@@ -120,10 +107,10 @@ def test_same_seed_same_bytes_other_seed_differs(demo_data, tmp_path):
     again = str(tmp_path / 'again')
     synth.ensure(again, seed=0, quiet=True, **SMALL)
     for kind in ('seg', 'coco'):
-        assert _digest(osp.join(again, kind)) == _digest(osp.join(demo_data, kind))
+        assert tree_digest(osp.join(again, kind)) == tree_digest(osp.join(demo_data, kind))
     other = str(tmp_path / 'other')
     synth.ensure(other, seed=1, quiet=True, only=('seg', ), **SMALL)
-    assert _digest(osp.join(other, 'seg')) != _digest(osp.join(demo_data, 'seg'))
+    assert tree_digest(osp.join(other, 'seg')) != tree_digest(osp.join(demo_data, 'seg'))
 
 
 def test_cli_builds_in_seconds_and_is_idempotent(tmp_path):
@@ -137,8 +124,8 @@ def test_cli_builds_in_seconds_and_is_idempotent(tmp_path):
     assert time.time() - t0 < 120
     assert len(os.listdir(osp.join(out, 'seg', 'img_dir', 'train'))) == 240
     assert len(os.listdir(osp.join(out, 'coco', 'train'))) == 120
-    stamp_before = _digest(out)
+    stamp_before = tree_digest(out)
     proc = subprocess.run(cmd, env=tool_env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and 'up to date' in proc.stdout, describe(proc)
-    assert _digest(out) == stamp_before
+    assert tree_digest(out) == stamp_before

@@ -1,6 +1,5 @@
 """The matting demo: its embedded Composition-1K-layout data
 (sapa_mm.demo.matting_data), its configs and its command line."""
-import hashlib
 import json
 import os
 import os.path as osp
@@ -9,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import ROOT, check_ok, run_tool
+from helpers import ROOT, check_ok, run_tool, tree_digest
 
 from sapa_mm.demo import matting_data as md
 
@@ -17,17 +16,6 @@ SMALL = dict(n_train=8, n_test=4, size=96)
 DEMO_CONFIGS = osp.join(ROOT, 'configs', 'demo')
 VARIANTS = ('bilinear', 'nearest', 'sapa_i', 'sapa', 'sapa_g', 'sapa_d', 'carafe', 'fade',
             'dysample')
-
-
-def _digest(root):
-    h = hashlib.sha1()
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            p = osp.join(d, f)
-            h.update(osp.relpath(p, root).encode())
-            with open(p, 'rb') as fh:
-                h.update(fh.read())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope='module')
@@ -79,10 +67,10 @@ def test_layout_is_mmagic_composition_1k(matting_set):
 def test_same_seed_same_bytes_other_seed_other_data(matting_set, tmp_path):
     again = str(tmp_path / 'again')
     md.ensure(again, seed=0, quiet=True, **SMALL)
-    assert _digest(again) == _digest(matting_set)
+    assert tree_digest(again) == tree_digest(matting_set)
     other = str(tmp_path / 'other')
     md.ensure(other, seed=1, quiet=True, **SMALL)
-    assert _digest(other) != _digest(matting_set)
+    assert tree_digest(other) != tree_digest(matting_set)
     # the stamp: a second ensure with the same arguments leaves the files alone
     stamp_time = os.path.getmtime(osp.join(again, 'test_list.json'))
     md.ensure(again, seed=0, quiet=True, **SMALL)
