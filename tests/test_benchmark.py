@@ -43,3 +43,14 @@ def test_parts_mode_quick(capsys):
     main(['--quick', '--parts', '--repeats', '1'])
     rows = table_rows(capsys.readouterr().out)
     assert {'bilinear', 'SAPA-B module', 'norm + projection of the guide', 'operator forward'} <= set(rows)
+
+
+def test_onnx_mode_quick(capsys):
+    pytest.importorskip('onnxruntime')
+    main(['--quick', '--onnx', '--repeats', '1'])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert {'SAPA-B module, eager', 'SAPA-B module, onnxruntime', 'bilinear, eager'} <= set(rows)
+    assert {'Mul', 'ReduceSum', 'Softmax'} <= set(rows)  # the profile's op types
+    error = float(out.split('max |onnxruntime - eager| = ')[1].split()[0])
+    assert error < 1e-4

@@ -21,7 +21,7 @@ def benchmark(configs, size, batch, reps=8, num_classes=6, threads=None):
     turns within every round, so a burst of load from other programs on the
     machine hits all of them alike."""
     import torch
-    from sapa_mm.tools.benchmark_op import keep_freed_memory
+    from sapa_mm.tools.allocator import keep_freed_memory
     keep_freed_memory()  # no page faults whose count depends on what ran before
     before = torch.get_num_threads()
     if threads:

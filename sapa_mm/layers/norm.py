@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import cpu_backend
 from ..ops.sapa import standard_ops_only
-from ..ops.torch_backend import acc_dtype
+from ..ops.torch_backend import acc_dtype, compiling
 
 __all__ = ['LayerNorm2d', 'make_norm', 'norm_project']
 
@@ -95,13 +96,16 @@ class _LayerNormProject(torch.autograd.Function):
     def forward(ctx, t, gamma, beta, weight, bias, eps: float):
         B, C, H, W = t.shape
         dt = acc_dtype(t)
-        t3 = t.reshape(B, C, H * W).to(dt)
-        mean, rstd = channel_stats(t3, eps)  # (B, HW) each
+        t3 = t.reshape(B, C, H * W).to(dt).contiguous()
         w = weight.reshape(weight.shape[0], C).to(dt)
         wg = w * gamma.to(dt)
-        z = _left_matmul(wg, t3)  # (B, d, HW)
-        z.sub_(wg.sum(1)[:, None] * mean[:, None]).mul_(rstd[:, None])
-        z.add_((w @ beta.to(dt) + bias.to(dt))[:, None])
+        shift = w @ beta.to(dt) + bias.to(dt)
+        if _fused():  # one pass over t3 (csrc/norm_project_cpu.cpp)
+            z, mean, rstd = cpu_backend.layer_norm_project(t3, wg, shift, eps)
+        else:
+            mean, rstd = channel_stats(t3, eps)  # (B, HW) each
+            z = _left_matmul(wg, t3)  # (B, d, HW)
+            z.sub_(wg.sum(1)[:, None] * mean[:, None]).mul_(rstd[:, None]).add_(shift[:, None])
         # z is saved as the result itself: in float32 / float64 the output is a view of
         # it, which the operator keeps for its own backward anyway (no extra memory)
         ctx.save_for_backward(t, weight, t3, mean, rstd, w, gamma, beta, bias, z)
@@ -118,9 +122,7 @@ class _LayerNormProject(torch.autograd.Function):
         dz = grad.reshape(B, -1, P).to(t3.dtype)
         d = dz.shape[1]
         wg = w * gamma.to(w.dtype)
-        # [rstd·dz ; per-pixel constant]: the right-hand side of the input gradient's matmul
-        rhs = dz.new_empty(B, d + 1, P)
-        u = torch.mul(dz, rstd[:, None], out=rhs[:, :d])
+        u = dz * rstd[:, None]
         g_t = g_gamma = g_beta = g_w = g_b = None
         if ctx.needs_input_grad[0]:
             a = torch.matmul(wg.sum(1), dz)  # (B, HW)
@@ -128,10 +130,12 @@ class _LayerNormProject(torch.autograd.Function):
             c = zx.mul_(dz).sum(1).div_(C)
             del zx
             alpha = rstd.square().mul_(c)
-            rhs[:, d] = alpha * mean - rstd * a / C
-            # [(W∘γ)ᵀ | 1] · rhs: the per-pixel constant rides in the matmul
-            g_t = _left_matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), rhs)
-            g_t.addcmul_(t3, alpha[:, None], value=-1)  # (B, C, HW)
+            k = alpha * mean - rstd * a / C  # the per-pixel constant
+            if _fused():  # one pass over t3 (csrc/norm_project_cpu.cpp)
+                g_t = cpu_backend.layer_norm_project_input_grad(t3, u, k, alpha, wg)
+            else:  # [(W∘γ)ᵀ | 1] · [u ; k]: the constant rides in the matmul
+                g_t = _left_matmul(torch.cat([wg.t(), wg.new_ones(C, 1)], 1), torch.cat([u, k[:, None]], 1))
+                g_t.addcmul_(t3, alpha[:, None], value=-1)  # (B, C, HW)
             g_t = g_t.view(B, C, *grad.shape[2:]).to(ctx.out_dtype)
         if any(ctx.needs_input_grad[1:5]):
             g_bias = dz.sum((0, 2))
@@ -142,6 +146,12 @@ class _LayerNormProject(torch.autograd.Function):
             g_w = g_wg * gamma.to(w.dtype) + g_bias[:, None] * beta.to(w.dtype)[None]
             g_b = g_bias
         return g_t, g_gamma, g_beta, g_w, g_b, None
+
+
+def _fused() -> bool:
+    """The fused C++ kernels built, and no compiler tracing (which records the matmul
+    formulation: a ctypes call would break its graph)."""
+    return not compiling() and cpu_backend.norm_library() is not None
 
 
 def _layer_norm_conv(t, gamma, beta, weight, bias, eps: float) -> torch.Tensor:

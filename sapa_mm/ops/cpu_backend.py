@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -30,8 +30,21 @@ from .torch_backend import acc_dtype
 
 _SOURCE = Path(__file__).parent / 'csrc' / 'sapa_cpu.cpp'
 _DEFORM_SOURCE = Path(__file__).parent / 'csrc' / 'sapa_deform_cpu.cpp'  # SAPA-D
+_NORM_SOURCE = Path(__file__).parent / 'csrc' / 'norm_project_cpu.cpp'  # LayerNorm + projection
 _FLAG_SETS = (['-O3', '-march=native'], ['-O3'])  # -march=native may be refused
 _COMMON = ['-std=c++17', '-shared', '-fPIC', '-pthread']
+
+
+def _torch_openmp() -> Optional[Tuple[list, list]]:
+    """(compile flags, link inputs) that build with OpenMP on the runtime torch itself
+    loaded (the libgomp its wheel ships in torch/lib): the kernels then share torch's
+    thread team (csrc/parallel_for.h). None where torch ships none: std::thread then."""
+    lib = Path(torch.__file__).parent / 'lib'
+    found = sorted(lib.glob('libgomp*.so*')) if platform.system() == 'Linux' else []
+    if not found or not torch.backends.openmp.is_available():
+        return None
+    # --as-needed drops the compiler's own -lgomp, whose symbols torch's copy provides
+    return ['-fopenmp'], ['-Wl,--as-needed', str(found[0]), f'-Wl,-rpath,{lib}']
 
 
 def _cpu_signature() -> str:
@@ -43,14 +56,14 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _compile(cxx: str, flags: list, source: Path, target: Path) -> None:
+def _compile(cxx: str, flags: list, link: list, source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the target and rename: concurrent processes (torchrun) never see
     # a half-written library.
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([cxx, *flags, *_COMMON, str(source), '-o', tmp],
+        subprocess.run([cxx, *flags, *_COMMON, str(source), *link, '-o', tmp],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(tmp, target)
     finally:
@@ -67,13 +80,16 @@ def _build(source: Path) -> Optional[ctypes.CDLL]:
         return None
     cache = Path(os.environ.get('SAPA_CACHE_DIR', Path.home() / '.cache' / 'sapa_mm'))
     errors = []
-    for flags in _FLAG_SETS:
+    openmp = _torch_openmp()
+    builds = [(f + openmp[0], openmp[1]) for f in _FLAG_SETS] if openmp else []
+    for flags, link in builds + [(f, []) for f in _FLAG_SETS]:
         key = hashlib.sha1(b'\0'.join(s.encode() for s in (
-            source.read_text(), *(h.read_text() for h in sorted(source.parent.glob('*.h'))), cxx, ' '.join(flags), platform.machine(), _cpu_signature()))).hexdigest()[:16]
+            source.read_text(), *(h.read_text() for h in sorted(source.parent.glob('*.h'))), cxx,
+            ' '.join(flags + link), platform.machine(), _cpu_signature()))).hexdigest()[:16]
         target = cache / f'{source.stem}_{key}.so'
         try:
             if not target.exists():
-                _compile(cxx, flags, source, target)
+                _compile(cxx, flags, link, source, target)
             lib = ctypes.CDLL(str(target))
             break
         except (OSError, subprocess.SubprocessError) as exc:
@@ -212,6 +228,65 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
                  grad.numel() * P * 8)
     return (*(_from_channels_last(g, t.shape, t.dtype) for g, t in ((gq, query), (gk, key), (gv, value))),
             goff.to(offset.dtype))
+
+
+# ---------------------------------------------------------------------------------
+# LayerNorm over channels fused with a 1x1 projection (sapa_mm/layers/norm.py):
+# csrc/norm_project_cpu.cpp, a library of its own
+
+
+@functools.lru_cache(maxsize=None)
+def norm_library() -> Optional[ctypes.CDLL]:
+    lib = _build(_NORM_SOURCE)
+    if lib is None:
+        return None
+    for suffix in ('f32', 'f64'):
+        getattr(lib, f'ln_project_{suffix}').argtypes = \
+            [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 5 + [ctypes.c_double, ctypes.c_int]
+        getattr(lib, f'ln_project_input_grad_{suffix}').argtypes = \
+            [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    return lib
+
+
+def _weight_blocks(w: torch.Tensor) -> torch.Tensor:
+    """(D, C) -> its transpose zero-padded to whole blocks of the kernels, contiguous."""
+    block = norm_library().ln_project_block_f32()
+    D, C = w.shape
+    wt = w.new_zeros(-(-C // block) * block, -(-D // block) * block)
+    wt[:C, :D] = w.t()
+    return wt
+
+
+def _norm_call(name: str, tensors, dims: tuple, *tail) -> None:
+    assert all(t.is_contiguous() for t in tensors), 'the kernels read dense memory'
+    fn = getattr(norm_library(), f'{name}_{"f64" if tensors[0].dtype == torch.float64 else "f32"}')
+    B, C, P, D = dims
+    threads = torch.get_num_threads() if B * C * P * D >= _PARALLEL_WORK else 1
+    fn(*(t.data_ptr() for t in tensors), *dims, *tail, threads)
+
+
+def layer_norm_project(t3: torch.Tensor, wg: torch.Tensor, bias: torch.Tensor, eps: float):
+    """For t3 (B, C, P) and wg (D, C), all of one float dtype: (z (B, D, P), mean (B, P),
+    rstd (B, P)), z = rstd·(wg·t3 − mean·wg·1) + bias, in one read of t3."""
+    B, C, P = t3.shape
+    D = wg.shape[0]
+    wt = _weight_blocks(wg)
+    z, mean, rstd = t3.new_empty(B, D, P), t3.new_empty(B, P), t3.new_empty(B, P)
+    _norm_call('ln_project', (t3, wt, wg.sum(1), bias.contiguous(), z, mean, rstd),
+               (B, C, P, D), wt.shape[1], eps)
+    return z, mean, rstd
+
+
+def layer_norm_project_input_grad(t3, u, k, alpha, wg) -> torch.Tensor:
+    """wgᵀ·u + k − alpha·t3 (B, C, P) for u (B, D, P), k and alpha (B, P), in one read of
+    t3 and one write of the result."""
+    B, C, P = t3.shape
+    D = wg.shape[0]
+    wt = _weight_blocks(wg)
+    gt = torch.empty_like(t3)
+    _norm_call('ln_project_input_grad', (t3, u.contiguous(), k.contiguous(), alpha.contiguous(), wt, gt),
+               (B, C, P, D), wt.shape[1])
+    return gt
 
 
 BACKEND = Backend('cpu', __name__, device_types=('cpu',), why_unavailable=why_unavailable,

@@ -103,15 +103,7 @@ def standard_products():
 def old_dynamo_tracing() -> bool:
     """Dynamo of a torch < 2.4 (no ``custom_op``) is tracing: it needs plain torch ops,
     neither the ctypes kernels nor the fused Functions of the layers."""
-    return not library.HAS_CUSTOM_OP and _compiling()
-
-
-def _compiling() -> bool:
-    # torch < 2.3 has no torch.compiler.is_compiling; its Dynamo folds
-    # torch._utils.is_compiling (2.1, 2.2) to True while tracing
-    is_compiling = (getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-                    or getattr(torch._utils, 'is_compiling', None))
-    return bool(is_compiling and is_compiling())
+    return not library.HAS_CUSTOM_OP and torch_backend.compiling()
 
 
 def _trace_constant(fn):

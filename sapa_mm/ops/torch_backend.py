@@ -49,11 +49,12 @@ def promoted_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return functools.reduce(torch.promote_types, (t.dtype for t in tensors))
 
 
-def _compiling() -> bool:
-    """Dynamo or torch.export is tracing (False on a torch without ``torch.compiler``)."""
+def compiling() -> bool:
+    """Dynamo or torch.export is tracing. torch < 2.3 has no torch.compiler.is_compiling;
+    its Dynamo folds torch._utils.is_compiling (2.1, 2.2) to True while tracing."""
     compiler = getattr(torch, 'compiler', None)
-    return any(bool(f and f()) for f in (getattr(compiler, 'is_compiling', None),
-                                          getattr(compiler, 'is_exporting', None)))
+    is_compiling = getattr(compiler, 'is_compiling', None) or getattr(torch._utils, 'is_compiling', None)
+    return any(bool(f and f()) for f in (is_compiling, getattr(compiler, 'is_exporting', None)))
 
 
 def _chunk(t: torch.Tensor, C: int, H: int, W: int, s: int, r: int) -> int:
@@ -61,7 +62,7 @@ def _chunk(t: torch.Tensor, C: int, H: int, W: int, s: int, r: int) -> int:
     below the output's size, and on CPU cache-sized: the taps then run in cache
     rather than 2·K² times through memory. One chunk while tracing or compiling
     (exported graphs stay small) and on GPUs (fewer, larger kernels)."""
-    if torch.jit.is_tracing() or _compiling():
+    if torch.jit.is_tracing() or compiling():
         return max(C, 1)
     below_output = max(1, C * W // (W + 2 * r))
     if t.device.type != 'cpu':
@@ -131,7 +132,7 @@ def aggregate(w: torch.Tensor, v: torch.Tensor, K: int, s: int) -> torch.Tensor:
     taps = _weight_taps(w, K, s, dt)
     vf = _flat_low(v.to(dt), r)
     # out of place where autograd or an exporter records the graph
-    functional = torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling()
+    functional = torch.is_grad_enabled() or torch.jit.is_tracing() or compiling()
     out = None if functional else v.new_empty(B, C, H, s, W, s)
     step = _chunk(v, C, H, W, s, r)
     chunks = []

@@ -12,13 +12,16 @@ G = 4 groups, P = 9 points) side by side:
     python tools/benchmark_op.py --modules       # whole upsamplers at one x2 step, C = 256
                                                  # (which: --modules below)
     python tools/benchmark_op.py --compile       # SAPA-B module: eager vs torch.compile
-    python tools/benchmark_op.py --parts         # SAPA-B module and its parts timed apart
+    python tools/benchmark_op.py --parts         # SAPA-B module and its parts timed apart,
+                                                 # and its memory-traffic floor
+    python tools/benchmark_op.py --onnx          # SAPA-B module in onnxruntime vs eager
     python tools/benchmark_op.py --models A.py B.py [--shape H W] [--batch N]
                                                  # one training step of two configs
 
 Needs torch alone (no mm* package), so it runs on a bare GPU machine; the CARAFE row of
-``--modules`` needs mmcv (CARAFEPack) and is skipped without it, and ``--models``
-needs the OpenMMLab stack (:mod:`.benchmark_models`).
+``--modules`` needs mmcv (CARAFEPack) and is skipped without it, ``--onnx`` needs
+onnxruntime (:mod:`.benchmark_onnx`), and ``--models`` needs the OpenMMLab stack
+(:mod:`.benchmark_models`).
 """
 import argparse
 import contextlib
@@ -32,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import cpu_backend, sapa, sapa_deform_upsample, sapa_upsample, upsample_reference
+from .allocator import keep_freed_memory
 
 # the upsamplers of --modules, in table order: name -> upsample_cfg (``backend`` is added
 # to the ones that take it)
@@ -48,22 +52,6 @@ MODULES = {
     'A2U': dict(type='A2U'),
 }
 _TAKES_BACKEND = ('SAPA', 'A2U')
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed blocks in the process (as PyTorch's caching allocators do on
-    GPU): by default it returns every large block to the OS, so each step pays fresh
-    page faults whose number depends on what ran before; measured, SAPA-B's module went
-    from 2.2x to 4.4x bilinear when IndexNet ran in the same round (docs/performance.md).
-    True if set (glibc only)."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 31))
-    except (OSError, AttributeError):
-        return False
 
 
 @contextlib.contextmanager
@@ -214,7 +202,13 @@ def module_cases(B, C, H, W, s, device, backend=None):
 
 def parts_report(device: torch.device, repeats: int, quick: bool = False) -> None:
     """SAPA-B's module and its parts, each timed on its own, interleaved with bilinear:
-    the norm + projection of the guide and of x, and the operator (docs/performance.md)."""
+    the norm + projection of the guide and of x, and the operator (docs/performance.md).
+
+    And the module's memory-traffic floor: the passes over memory SAPA-B cannot avoid,
+    each timed as a copy-like pass. Forward: read the guide and x, write the output
+    (``out.copy_(guide)``, ``x`` copied); backward: read the output's gradient and
+    write the guide's (``copy_``), read the guide again (its gradient depends on it:
+    ``sum``), read x and write its gradient (``copy_``)."""
     from ..layers import SAPA
     from ..layers.norm import norm_project
     B, C, H = (1, 8, 8) if quick else (2, 256, 64)
@@ -246,12 +240,27 @@ def parts_report(device: torch.device, repeats: int, quick: bool = False) -> Non
         'operator forward': case(lambda: sapa_upsample(q.detach(), k.detach(), x.detach(), 5, 2)),
         'operator forward + backward': case(lambda: sapa_upsample(q, k, x, 5, 2).backward(grad)),
     }
+    out, x_copy = torch.empty_like(guide), torch.empty_like(x)
+    grad_guide, grad_x = torch.empty_like(guide), torch.empty_like(x)
+
+    def forward_floor():
+        out.copy_(guide)
+        x_copy.copy_(x)
+
+    def backward_floor():
+        grad_guide.copy_(grad)
+        guide.detach().sum()
+        grad_x.copy_(x)
+    fns['floor: forward traffic'] = case(torch.no_grad()(forward_floor))
+    fns['floor: forward + backward traffic'] = case(torch.no_grad()(lambda: (forward_floor(), backward_floor())))
     t = timed(fns, device, repeats)
-    print(f'\nSAPA-B at B={B} C={C} {H}x{H} -> {2 * H}x{2 * H}, train mode, parts timed on their own')
-    print('| part | ms | vs bilinear |')
-    print('|---|---:|---:|')
+    floor = t['floor: forward + backward traffic']
+    print(f'\nSAPA-B at B={B} C={C} {H}x{H} -> {2 * H}x{2 * H}, train mode, parts timed on their own; '
+          'floor: the memory passes the module cannot avoid')
+    print('| part | ms | vs bilinear | vs floor (fwd + bwd) |')
+    print('|---|---:|---:|---:|')
     for name in fns:
-        print(f"| {name} | {t[name] * 1e3:.1f} | {t[name] / t['bilinear']:.2f}x |")
+        print(f"| {name} | {t[name] * 1e3:.1f} | {t[name] / t['bilinear']:.2f}x | {t[name] / floor:.2f}x |")
 
 
 def compile_report(device: torch.device, repeats: int, quick: bool = False) -> None:
@@ -298,6 +307,9 @@ def main(argv=None):
                         help="SAPA-B's module and its parts (norm + projections, operator) timed apart")
     parser.add_argument('--compile', action='store_true',
                         help='only the SAPA-B module, eager vs torch.compile')
+    parser.add_argument('--onnx', action='store_true',
+                        help='only the SAPA-B module exported to ONNX, onnxruntime vs eager, '
+                        'and where onnxruntime spends its time')
     parser.add_argument('--models', nargs='+', metavar='CONFIG',
                         help='time one training step of each config (forward + backward, train mode, '
                         'pretrained weights off), interleaved; ratios to the first')
@@ -313,6 +325,11 @@ def main(argv=None):
     repeats = args.repeats or 7
     if device.type == 'cpu' and keep_freed_memory():
         print('(glibc keeps freed memory in the process: every case runs on warm pages)')
+    if args.onnx:
+        if device.type != 'cpu':
+            parser.error('--onnx runs on the CPU')
+        from .benchmark_onnx import onnx_report
+        return onnx_report(args.threads, repeats, args.quick)
     if args.models:
         if device.type != 'cpu':
             parser.error('--models runs on the CPU')

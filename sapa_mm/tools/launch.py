@@ -16,6 +16,7 @@ import os.path as osp
 import re
 import sys
 
+from .allocator import tune_cpu_allocator
 from .errors import UserError
 
 __all__ = [
@@ -116,11 +117,15 @@ def stop_distributed():
 
 
 def build_runner(cfg):
+    """The config's Runner; without a GPU, glibc first told to keep freed memory
+    (:mod:`sapa_mm.tools.allocator`), before the model and data allocate."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    allocator = None if gpu_available() else tune_cpu_allocator()
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if allocator:
+        runner.logger.info(allocator)
+    return runner
 
 
 def _checkpoint_number(path):
