@@ -201,3 +201,30 @@ def test_the_fold_runs_on_cpu_only(monkeypatch):
         assert out.shape == (2, 4, 5, 5) and out.device.type == 'meta'
         with pytest.raises(AssertionError, match='the fold ran'):
             norm_project(make_norm(kind, 8), torch.randn(2, 8, 5, 5), [torch.nn.Conv2d(8, 4, 1)])
+
+
+@pytest.mark.parametrize('fused', [True, False], ids=['C++ kernels', 'matmuls'])
+@pytest.mark.parametrize('C,D,size', [(12, 5, (7, 9)), (40, 17, (9, 11)), (3, 1, (1, 1))])
+def test_both_layer_norm_folds_equal_the_plain_formulation_float64(monkeypatch, fused, C, D, size):
+    """The fused kernels (csrc/norm_project_cpu.cpp: tiles of 32 pixels, blocks of 8
+    channels / projections) and the matmul formulation, at sizes off those blocks."""
+    from sapa_mm.layers import norm as norm_module
+    from sapa_mm.ops import cpu_backend
+    if fused and cpu_backend.norm_library() is None:
+        pytest.skip('no C++ compiler')
+    calls = []
+    kernel = cpu_backend.layer_norm_project
+    monkeypatch.setattr(norm_module, '_fused', lambda: fused)
+    monkeypatch.setattr(cpu_backend, 'layer_norm_project', lambda *a: calls.append(1) or kernel(*a))
+    torch.manual_seed(0)
+    n, convs = make_norm('LN', C).double(), [torch.nn.Conv2d(C, D, 1).double(), torch.nn.Conv2d(C, 2, 1).double()]
+    randomise(n)
+    t = (torch.randn(2, C, *size, dtype=torch.float64) * 3 + 5).requires_grad_()
+    out = torch.cat(norm_project(n, t, convs), 1)
+    ref = torch.cat([c(plain_norm(n, t)) for c in convs], 1)
+    assert bool(calls) == fused
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(out)
+    leaves = [t, n.weight, n.bias, *(p for c in convs for p in c.parameters())]
+    for g1, g2 in zip(torch.autograd.grad(out, leaves, grad), torch.autograd.grad(ref, leaves, grad)):
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-9)

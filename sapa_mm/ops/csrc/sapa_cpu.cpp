@@ -213,12 +213,14 @@ void correlate(const T* g, const T* v, T* out, idx B, idx C, idx H, idx W, idx K
   });
 }
 
-// Adjoint of aggregate in v, as a gather: each task owns one low-res row (b, yy) and
-// visits the high-res rows whose windows reach it, so no two threads write one place.
-// In expanded coordinates (see expand_rows) tap (y, dx) adds w[y, t - s*dx] * g[y, t - s*dx]
-// to G[t]. Copies of the rows zero-padded by s*(K-1) on both sides (and by one vector
-// more on the right, so the sums run over whole vectors) make every tap a full-length
-// shifted slice; NCH channels share each weight load (dot_taps_shared).
+// Adjoint of aggregate in v, as a gather: each low-res row (b, yy) visits the high-res
+// rows whose windows reach it, so no two threads write one place. In expanded
+// coordinates (see expand_rows) tap (y, dx) adds w[y, t - s*dx] * g[y, t - s*dx] to G[t].
+// Copies of the rows zero-padded by s*(K-1) on both sides (and by one vector more on the
+// right, so the sums run over whole vectors) make every tap a full-length shifted slice;
+// NCH channels share each weight load (dot_taps_shared). A task takes a block of low-res
+// rows: the rows of g it copies serve every row of the block whose windows reach them
+// (one row per task copied each g row K times).
 template <typename T>
 void scatter(const T* w, const T* g, T* out, idx B, idx C, idx H, idx W, idx K, idx s, int nt) {
   using V = typename Vec<T>::type;
@@ -226,45 +228,52 @@ void scatter(const T* w, const T* g, T* out, idx B, idx C, idx H, idx W, idx K, 
   const idx K2 = K * K, r = K / 2, sH = s * H, sW = s * W, L = s * (W + 2 * r);
   const idx Lv = (L + VL - 1) / VL * VL;  // L rounded up to whole vectors
   const idx pad = s * (K - 1), P = sW + 2 * pad + VL;  // padded row length
-  const idx rows_max = K * s;
-  parallel_for(B * H, nt, [=](idx begin, idx end) {
-    std::vector<T> G(NCH * Lv), wpad(rows_max * K * P, T(0)), gpad(NCH * rows_max * P, T(0));
-    std::vector<const T*> wt, gt(NCH * rows_max * K);
+  const idx RB = std::min<idx>(8, rows_per_task(B, H, nt)), nblk = (H + RB - 1) / RB;
+  const idx rows_max = K * s, block_rows_max = (RB + 2 * r) * s;
+  parallel_for(B * nblk, nt, [=](idx begin, idx end) {
+    std::vector<T> G(NCH * Lv), wpad(RB * rows_max * K * P, T(0)), gpad(NCH * block_rows_max * P, T(0));
+    std::vector<const T*> wt(RB * rows_max * K), gt(NCH * rows_max * K);
     T* Gs[NCH];
     for (idx c = 0; c < NCH; ++c) Gs[c] = G.data() + c * Lv;
-    for (idx t = begin; t < end; ++t) {
-      const idx b = t / H, yy = t % H;
-      const idx y0_lo = std::max<idx>(0, yy - r), y0_hi = std::min(H - 1, yy + r);
-      const idx rows = (y0_hi - y0_lo + 1) * s;  // high-res rows whose windows reach yy
-      const idx taps = rows * K;
-      // weight rows of every tap, padded; the same for all channels
-      wt.clear();
-      for (idx row = 0; row < rows; ++row) {
-        const idx y = y0_lo * s + row, dy = yy - y / s + r;
-        for (idx dx = 0; dx < K; ++dx) {
-          T* dst = wpad.data() + (row * K + dx) * P;
-          std::memcpy(dst + pad, w + ((b * K2 + dy * K + dx) * sH + y) * sW, sW * sizeof(T));
-          wt.push_back(dst + pad - s * dx);
+    for (idx task = begin; task < end; ++task) {
+      const idx b = task / nblk, ylo = (task % nblk) * RB, yhi = std::min(H, ylo + RB);
+      const idx first = std::max<idx>(0, ylo - r) * s;  // first high-res row the block reads
+      const idx nrows = (std::min(H - 1, yhi - 1 + r) + 1) * s - first;
+      // weight rows of every tap of every row of the block, padded; the same for all channels
+      for (idx yy = ylo; yy < yhi; ++yy) {
+        const idx y0_lo = std::max<idx>(0, yy - r), rows = (std::min(H - 1, yy + r) - y0_lo + 1) * s;
+        for (idx row = 0; row < rows; ++row) {
+          const idx y = y0_lo * s + row, dy = yy - y / s + r;
+          for (idx dx = 0; dx < K; ++dx) {
+            T* dst = wpad.data() + (((yy - ylo) * rows_max + row) * K + dx) * P;
+            std::memcpy(dst + pad, w + ((b * K2 + dy * K + dx) * sH + y) * sW, sW * sizeof(T));
+            wt[((yy - ylo) * rows_max + row) * K + dx] = dst + pad - s * dx;
+          }
         }
       }
-      for (idx c = 0; c < NCH; ++c)
-        for (idx row = 0; row < rows; ++row)
-          for (idx dx = 0; dx < K; ++dx)
-            gt[c * taps + row * K + dx] = gpad.data() + (c * rows_max + row) * P + pad - s * dx;
       for (idx c0 = 0; c0 < C; c0 += NCH) {
         const idx nc = std::min<idx>(NCH, C - c0);
         for (idx c = 0; c < nc; ++c)
-          for (idx row = 0; row < rows; ++row)
-            std::memcpy(gpad.data() + (c * rows_max + row) * P + pad,
-                        g + ((b * C + c0 + c) * sH + y0_lo * s + row) * sW, sW * sizeof(T));
-        dot_taps_channels(nc, Gs, wt.data(), gt.data(), taps, Lv);
-        for (idx c = 0; c < nc; ++c) {
-          T* o = out + ((b * C + c0 + c) * H + yy) * W;
-          const T* Gc = Gs[c] + r * s;
-          for (idx x = 0; x < W; ++x) {
-            T sum = 0;
-            for (idx j = 0; j < s; ++j) sum += Gc[x * s + j];
-            o[x] = sum;
+          for (idx row = 0; row < nrows; ++row)
+            std::memcpy(gpad.data() + (c * block_rows_max + row) * P + pad,
+                        g + ((b * C + c0 + c) * sH + first + row) * sW, sW * sizeof(T));
+        for (idx yy = ylo; yy < yhi; ++yy) {
+          const idx y0_lo = std::max<idx>(0, yy - r), rows = (std::min(H - 1, yy + r) - y0_lo + 1) * s;
+          const idx taps = rows * K;
+          for (idx c = 0; c < nc; ++c)
+            for (idx row = 0; row < rows; ++row)
+              for (idx dx = 0; dx < K; ++dx)
+                gt[c * taps + row * K + dx] =
+                    gpad.data() + (c * block_rows_max + y0_lo * s - first + row) * P + pad - s * dx;
+          dot_taps_channels(nc, Gs, wt.data() + (yy - ylo) * rows_max * K, gt.data(), taps, Lv);
+          for (idx c = 0; c < nc; ++c) {
+            T* o = out + ((b * C + c0 + c) * H + yy) * W;
+            const T* Gc = Gs[c] + r * s;
+            for (idx x = 0; x < W; ++x) {
+              T sum = 0;
+              for (idx j = 0; j < s; ++j) sum += Gc[x * s + j];
+              o[x] = sum;
+            }
           }
         }
       }
