@@ -1,10 +1,13 @@
-"""Fast CPU SAPA primitives: csrc/sapa_cpu.cpp built just in time and called via ctypes.
+"""Fast CPU SAPA primitives: C++ in csrc/ built just in time and called via ctypes.
 
 The kernel source has no torch headers, so the first build takes a few seconds; the
 library is cached per source, compiler flags and CPU under ``$SAPA_CACHE_DIR``
 (default ``~/.cache/sapa_mm``). Nothing is compiled at ``pip install``. If no C++
 compiler works, :func:`available` is False, one warning says why, and the dispatcher
-uses the pure-PyTorch path.
+uses the pure-PyTorch path. Three libraries: the window products (``sapa_cpu.cpp``),
+SAPA-D (``sapa_deform_cpu.cpp``) and the LayerNorm + projection fold of the layers
+(``norm_project_cpu.cpp``). Where torch ships its OpenMP runtime, they are built with
+OpenMP on it and run on torch's own thread team (:func:`_torch_openmp`).
 
 Same contract as :mod:`sapa_mm.ops.torch_backend`: inputs are upcast to float32
 (float64 stays float64), outputs are float32/float64 for ``correlate`` and the
