@@ -42,7 +42,8 @@ def test_models_mode_times_a_training_step_of_each_config(capsys, configs, shape
 def test_parts_mode_quick(capsys):
     main(['--quick', '--parts', '--repeats', '1'])
     rows = table_rows(capsys.readouterr().out)
-    assert {'bilinear', 'SAPA-B module', 'norm + projection of the guide', 'operator forward'} <= set(rows)
+    assert {'bilinear', 'SAPA-B module', 'norm + projection of the guide', 'operator forward',
+            'floor: forward + backward traffic'} <= set(rows)
 
 
 def test_onnx_mode_quick(capsys):
