@@ -258,6 +258,32 @@ def test_cpu_kernel_is_cached_between_processes(tmp_path, monkeypatch):
         cpu_backend.library.cache_clear()
 
 
+def test_kernels_run_on_the_openmp_runtime_torch_loaded():
+    """Where torch ships its libgomp, the kernels link that very runtime (one libgomp in
+    the process: our parallel regions run on torch's thread team, parallel_for.h)."""
+    if cpu_backend._torch_openmp() is None:
+        pytest.skip("this torch ships no OpenMP runtime of its own")
+    for lib in (cpu_backend.library(), cpu_backend.deform_library(), cpu_backend.norm_library()):
+        assert b'GOMP_parallel' in open(lib._name, 'rb').read(), lib._name  # built with OpenMP
+    with open('/proc/self/maps') as f:
+        runtimes = {line.split()[-1] for line in f if 'libgomp' in line}
+    assert len(runtimes) == 1 and 'torch' in next(iter(runtimes)), runtimes
+
+
+def test_an_openmp_build_that_fails_falls_back_to_threads(monkeypatch, tmp_path):
+    monkeypatch.setenv('SAPA_CACHE_DIR', str(tmp_path))
+    monkeypatch.setattr(cpu_backend, '_torch_openmp', lambda: (['-fopenmp'], [str(tmp_path / 'no-libgomp.so.1')]))
+    cpu_backend.library.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # no warning: the fallback build works
+            assert cpu_backend.available()
+        q, k, v = make(1, 3, 2, 4, 5, 3, 2)
+        torch.testing.assert_close(sapa_upsample(q, k, v, 3, 2, backend='cpu'), upsample_reference(q, k, v, 3, 2))
+    finally:
+        cpu_backend.library.cache_clear()
+
+
 def test_torch_path_never_materialises_the_unfold():
     # The reference allocates (B, C*K^2, H, W); the torch path must stay near the output size.
     B, C, d, H, W, K, s = 1, 64, 8, 16, 16, 7, 2

@@ -120,7 +120,6 @@ class _LayerNormProject(torch.autograd.Function):
             return _plain_backward(ctx, grad, (t_in, gamma, beta, weight, bias))
         B, C, P = t3.shape
         dz = grad.reshape(B, -1, P).to(t3.dtype)
-        d = dz.shape[1]
         wg = w * gamma.to(w.dtype)
         u = dz * rstd[:, None]
         g_t = g_gamma = g_beta = g_w = g_b = None

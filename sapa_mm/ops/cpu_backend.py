@@ -196,11 +196,13 @@ def _from_channels_last(t: torch.Tensor, shape, dtype: torch.dtype) -> torch.Ten
     return out.view(shape).to(dtype)
 
 
-def _deform_call(name: str, dt: torch.dtype, tensors, dims: tuple, work: int) -> None:
+def _kernel_call(lib: ctypes.CDLL, name: str, dt: torch.dtype, tensors, args: tuple, work: int) -> None:
+    """``lib.<name>_f32|f64(*pointers of tensors, *args, threads)``, on dense tensors; one
+    thread below ``_PARALLEL_WORK`` multiply-adds."""
     assert all(t.is_contiguous() for t in tensors), 'the kernels read dense memory'
-    fn = getattr(deform_library(), f'sapa_deform_{name}_{"f64" if dt == torch.float64 else "f32"}')
+    fn = getattr(lib, f'{name}_{"f64" if dt == torch.float64 else "f32"}')
     threads = torch.get_num_threads() if work >= _PARALLEL_WORK else 1
-    fn(*(t.data_ptr() for t in tensors), *dims, threads)
+    fn(*(t.data_ptr() for t in tensors), *args, threads)
 
 
 def deform_forward(query, key, value, offset, G: int, s: int):
@@ -213,7 +215,7 @@ def deform_forward(query, key, value, offset, G: int, s: int):
     out = torch.empty(B, G, s * s * H * W, C // G, dtype=dt)
     attn = torch.empty(B, G, P, s * s * H * W, dtype=dt)
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
-    _deform_call('forward', dt, (q, k, v, off, out, attn), dims, out.numel() * P * 4)
+    _kernel_call(deform_library(), 'sapa_deform_forward', dt, (q, k, v, off, out, attn), dims, out.numel() * P * 4)
     return _from_channels_last(out, (B, C, s * H, s * W), dt), attn
 
 
@@ -227,8 +229,8 @@ def deform_backward(grad, query, key, value, offset, attn, G: int, s: int):
     gq, gk, gv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
     goff = torch.empty_like(off)
     dims = (B, G, key.shape[1] // G, C // G, H, W, P, s)
-    _deform_call('backward', dt, (q, k, v, off, attn.to(dt), g, gq, gk, gv, goff), dims,
-                 grad.numel() * P * 8)
+    _kernel_call(deform_library(), 'sapa_deform_backward', dt,
+                 (q, k, v, off, attn.to(dt), g, gq, gk, gv, goff), dims, grad.numel() * P * 8)
     return (*(_from_channels_last(g, t.shape, t.dtype) for g, t in ((gq, query), (gk, key), (gv, value))),
             goff.to(offset.dtype))
 
@@ -260,14 +262,6 @@ def _weight_blocks(w: torch.Tensor) -> torch.Tensor:
     return wt
 
 
-def _norm_call(name: str, tensors, dims: tuple, *tail) -> None:
-    assert all(t.is_contiguous() for t in tensors), 'the kernels read dense memory'
-    fn = getattr(norm_library(), f'{name}_{"f64" if tensors[0].dtype == torch.float64 else "f32"}')
-    B, C, P, D = dims
-    threads = torch.get_num_threads() if B * C * P * D >= _PARALLEL_WORK else 1
-    fn(*(t.data_ptr() for t in tensors), *dims, *tail, threads)
-
-
 def layer_norm_project(t3: torch.Tensor, wg: torch.Tensor, bias: torch.Tensor, eps: float):
     """For t3 (B, C, P) and wg (D, C), all of one float dtype: (z (B, D, P), mean (B, P),
     rstd (B, P)), z = rstd·(wg·t3 − mean·wg·1) + bias, in one read of t3."""
@@ -275,8 +269,9 @@ def layer_norm_project(t3: torch.Tensor, wg: torch.Tensor, bias: torch.Tensor, e
     D = wg.shape[0]
     wt = _weight_blocks(wg)
     z, mean, rstd = t3.new_empty(B, D, P), t3.new_empty(B, P), t3.new_empty(B, P)
-    _norm_call('ln_project', (t3, wt, wg.sum(1), bias.contiguous(), z, mean, rstd),
-               (B, C, P, D), wt.shape[1], eps)
+    _kernel_call(norm_library(), 'ln_project', t3.dtype,
+                 (t3, wt, wg.sum(1), bias.contiguous(), z, mean, rstd), (B, C, P, D, wt.shape[1], eps),
+                 B * C * P * D)
     return z, mean, rstd
 
 
@@ -287,8 +282,9 @@ def layer_norm_project_input_grad(t3, u, k, alpha, wg) -> torch.Tensor:
     D = wg.shape[0]
     wt = _weight_blocks(wg)
     gt = torch.empty_like(t3)
-    _norm_call('ln_project_input_grad', (t3, u.contiguous(), k.contiguous(), alpha.contiguous(), wt, gt),
-               (B, C, P, D), wt.shape[1])
+    _kernel_call(norm_library(), 'ln_project_input_grad', t3.dtype,
+                 (t3, u.contiguous(), k.contiguous(), alpha.contiguous(), wt, gt), (B, C, P, D, wt.shape[1]),
+                 B * C * P * D)
     return gt
 
 
