@@ -19,7 +19,9 @@ and ``nn.Conv2d`` parameters, so state dicts are unchanged.
 
 The fold is a CPU optimisation (its matmul runs one ``mm`` per image, which on a GPU
 would be B kernel launches): other devices, exports and traces run the norm, then the
-conv. It is differentiable twice, like the operator: a backward that builds a graph
+conv. With the C++ kernels built (``csrc/norm_project_cpu.cpp``), the LayerNorm fold's
+forward and its input gradient are one pass over the map each; without a compiler, and
+under ``torch.compile``, matmuls compute the same. It is differentiable twice, like the operator: a backward that builds a graph
 (``create_graph=True``) differentiates the plain formula instead of the hand-written
 first-order backward.
 """

@@ -74,12 +74,18 @@ def _compile(cxx: str, flags: list, link: list, source: Path, target: Path) -> N
             os.remove(tmp)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    """One warning per process for the same failure, whichever library met it first."""
+    warnings.warn(message, stacklevel=3)
+
+
 def _build(source: Path) -> Optional[ctypes.CDLL]:
     """source compiled and loaded, built on first use; None (with one warning) if impossible."""
     cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
     if cxx is None:
-        warnings.warn('sapa_mm: no C++ compiler found (set CXX or install g++); the fast CPU '
-                      "SAPA kernels are unavailable and the 'torch' backend is used instead.")
+        _warn_once('sapa_mm: no C++ compiler found (set CXX or install g++); the fast CPU '
+                   "SAPA kernels are unavailable and the 'torch' backend is used instead.")
         return None
     cache = Path(os.environ.get('SAPA_CACHE_DIR', Path.home() / '.cache' / 'sapa_mm'))
     errors = []
@@ -98,8 +104,8 @@ def _build(source: Path) -> Optional[ctypes.CDLL]:
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(getattr(exc, 'stderr', None) or str(exc))
     else:
-        warnings.warn('sapa_mm: building the fast CPU SAPA kernels failed; the '
-                      f"'torch' backend is used instead. Compiler said:\n{errors[-1][-2000:]}")
+        _warn_once('sapa_mm: building the fast CPU SAPA kernels failed; the '
+                   f"'torch' backend is used instead. Compiler said:\n{errors[-1][-2000:]}")
         return None
     return lib
 
