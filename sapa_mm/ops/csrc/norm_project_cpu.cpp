@@ -115,7 +115,7 @@ void ln_project_input_grad(const T* t, const T* u, const T* k, const T* alpha, c
   const idx nblk = (P + TB - 1) / TB;
   parallel_for(B * nblk, nt, [=](idx begin, idx end) {
     std::vector<T> pack(TILES * D * PB), kb(TILES * PB), ab(TILES * PB), tc(JB * TB);
-    alignas(64) T out[TB];
+    alignas(64) T out[PB];
     for (idx task = begin; task < end; ++task) {
       const idx b = task / nblk, q0 = (task % nblk) * TB, nq = std::min(TB, P - q0);
       const idx tiles = (nq + PB - 1) / PB;
@@ -141,11 +141,9 @@ void ln_project_input_grad(const T* t, const T* u, const T* k, const T* alpha, c
           const V al0 = vload<V>(ab.data() + tile * PB), al1 = vload<V>(ab.data() + tile * PB + VL);
           for (idx i = 0; i < cb; ++i) {
             const T* ti = tc.data() + (tile * cb + i) * PB;
-            // gather the channel's row of the task in out, written once below
-            vstore(out + tile * PB + 0 * TB, a0[i] + k0 - al0 * vload<V>(ti));
-            vstore(out + tile * PB + VL, a1[i] + k1 - al1 * vload<V>(ti + VL));
-            std::memcpy(gt + (b * C + c0 + i) * P + q0 + tile * PB, out + tile * PB,
-                        std::min(PB, nq - tile * PB) * sizeof(T));
+            vstore(out, a0[i] + k0 - al0 * vload<V>(ti));
+            vstore(out + VL, a1[i] + k1 - al1 * vload<V>(ti + VL));
+            std::memcpy(gt + (b * C + c0 + i) * P + q0 + tile * PB, out, std::min(PB, nq - tile * PB) * sizeof(T));
           }
         }
       }
